@@ -1,0 +1,1 @@
+"""Evaluation (numpy): alignment, per-task metrics, delta_m, benchmark readers."""

@@ -1,0 +1,1 @@
+"""torch -> ONNX components, parity verification, fp16, manifest, TensorRT engine building."""

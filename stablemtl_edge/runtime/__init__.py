@@ -1,0 +1,1 @@
+"""The torch-free runtime: backends, scheduler, streaming, visualisation, ROS 2 node."""

@@ -1,0 +1,1 @@
+"""Training: datasets (procedural and real formats), task-isolating sampler, loss, trainer."""
