@@ -158,10 +158,10 @@ PRESETS: dict[str, ModelPreset] = {
         ),
         ModelPreset(
             name="small",
-            unet=_unet((64, 128, 192, 192), (2, 4, 6, 6), 64, 16),
-            vae=_vae((32, 64, 96, 96), 1, 16),
+            unet=_unet((32, 64, 96, 96), (2, 4, 6, 6), 64, 16),
+            vae=_vae((32, 48, 64, 64), 1, 16),
             text_embed_dim=64,
-            task_q_hidden=128,
+            task_q_hidden=64,
             resolution=(128, 192),
             description="the bundled demo model: SD2 topology, CPU-sized",
         ),
