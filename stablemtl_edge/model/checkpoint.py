@@ -286,7 +286,7 @@ def import_official(
         main = model.add_main_stream()
         load_state_dict_checked(main.unet.unet, main_base, str(weights))
         load_state_dict_checked(main.task_attention, {k.split(".", 1)[1]: v for k, v in task.items()}, str(weights))
-        if all(float(m.to_out_task.weight.abs().max()) == 0 for m in main.task_attention):
+        if all(float(m.to_out_task.weight.detach().abs().max()) == 0 for m in main.task_attention):
             log.warning("%s: every to_out_task is zero: this multi-stream model equals single-stream", weights)
             progress("warning: to_out_task is all zero (the multi-stream file behaves as single-stream)")
     model.source = {
