@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 
 from ...errors import StableMTLError
+from ..preprocess import Layout
 
 __all__ = [
     "ImageEncoding",
-    "FrameLayout",
     "image_to_numpy",
     "numpy_to_image",
     "compressed_to_numpy",
@@ -95,26 +95,13 @@ _FORMATS: dict[ImageEncoding, _PixelFormat] = {
 }
 
 
-class FrameLayout(str, enum.Enum):
-    """Channel layout of a uint8 camera frame, as the runtime's ``infer(frame, layout=...)`` takes it."""
-
-    RGB = "rgb"
-    BGR = "bgr"
-    RGBA = "rgba"
-    BGRA = "bgra"
-    GRAY = "gray"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-_CAMERA_LAYOUTS: dict[ImageEncoding, FrameLayout] = {
-    ImageEncoding.RGB8: FrameLayout.RGB,
-    ImageEncoding.BGR8: FrameLayout.BGR,
-    ImageEncoding.RGBA8: FrameLayout.RGBA,
-    ImageEncoding.BGRA8: FrameLayout.BGRA,
-    ImageEncoding.MONO8: FrameLayout.GRAY,
-    ImageEncoding.MONO16: FrameLayout.GRAY,
+_CAMERA_LAYOUTS: dict[ImageEncoding, Layout] = {
+    ImageEncoding.RGB8: Layout.RGB,
+    ImageEncoding.BGR8: Layout.BGR,
+    ImageEncoding.RGBA8: Layout.RGBA,
+    ImageEncoding.BGRA8: Layout.BGRA,
+    ImageEncoding.MONO8: Layout.GRAY,
+    ImageEncoding.MONO16: Layout.GRAY,
 }
 
 
@@ -232,7 +219,7 @@ def numpy_to_image(
     )
 
 
-def compressed_to_numpy(msg: Any) -> tuple[np.ndarray, FrameLayout]:
+def compressed_to_numpy(msg: Any) -> tuple[np.ndarray, Layout]:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ... as OpenCV reads them).
 
     OpenCV decodes colour to BGR order, so the layout is returned with the pixels. 16-bit PNGs stay uint16.
@@ -251,8 +238,8 @@ def compressed_to_numpy(msg: Any) -> tuple[np.ndarray, FrameLayout]:
             "expected JPEG or PNG data as image_transport's `compressed` plugin publishes"
         )
     if pixels.ndim == 2:
-        return pixels, FrameLayout.GRAY
-    layout = {3: FrameLayout.BGR, 4: FrameLayout.BGRA}.get(pixels.shape[2])
+        return pixels, Layout.GRAY
+    layout = {3: Layout.BGR, 4: Layout.BGRA}.get(pixels.shape[2])
     if layout is None:
         raise StableMTLError(f"compressed image decoded to {pixels.shape[2]} channels: expected 1, 3 or 4")
     return pixels, layout
@@ -263,7 +250,7 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return pixels if pixels.dtype == np.uint8 else (pixels >> 8).astype(np.uint8)
 
 
-def frame_from_image(msg: Any) -> tuple[np.ndarray, FrameLayout]:
+def frame_from_image(msg: Any) -> tuple[np.ndarray, Layout]:
     """A camera ``sensor_msgs/Image`` as the uint8 frame and layout that ``Runtime.infer`` takes.
 
     Raises:
@@ -277,7 +264,7 @@ def frame_from_image(msg: Any) -> tuple[np.ndarray, FrameLayout]:
     return _to_uint8(image_to_numpy(msg)), layout
 
 
-def frame_from_compressed(msg: Any) -> tuple[np.ndarray, FrameLayout]:
+def frame_from_compressed(msg: Any) -> tuple[np.ndarray, Layout]:
     """A ``sensor_msgs/CompressedImage`` as the uint8 frame and layout that ``Runtime.infer`` takes."""
     pixels, layout = compressed_to_numpy(msg)
     return _to_uint8(pixels), layout

@@ -1,0 +1,302 @@
+"""The runtime a user embeds in a node: open an artifact directory, feed camera frames, get predictions.
+
+    rt = Runtime.from_artifacts("artifacts/small", tasks=["depth", "normal"], mode="single")
+    res = rt.infer(frame, layout="bgr")          # streaming; res.predictions["depth"].value
+
+Opening goes through small steps, each failing with a one-line :class:`StableMTLError`: read the
+manifest, check the requested mode/precision/components exist, verify the files' sha256, pick the
+backend, activate one runner per component. torch-free: numpy, OpenCV and onnxruntime or TensorRT.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ..errors import StableMTLError
+from ..manifest import Component, Manifest, Mode, Precision, parse_enum
+from ..tasks import TaskName, TaskSpec, get_task, parse_tasks
+from .backends import Backend, BaseRunner, create_runner, engines_available
+from .backends.onnxruntime import ProviderSpec
+from .prediction import FrameResult, Prediction
+from .preprocess import Layout, Letterbox, parse_layout, to_rgb
+from .scheduler import Scheduler
+
+__all__ = ["Runtime"]
+
+_EPS = 1e-6
+_STAGES = ("preprocess", "encoder", "unet", "unet_main", "decoder", "postprocess", "total")
+
+
+def components_for(mode: Mode) -> tuple[Component, ...]:
+    """Components a schedule runs, in pipeline order."""
+    if mode is Mode.MULTI:
+        return (Component.ENCODER, Component.UNET, Component.UNET_MAIN, Component.DECODER)
+    return (Component.ENCODER, Component.UNET, Component.DECODER)
+
+
+def _parse_rates(rates: Mapping[str, int] | None, tasks: Sequence[TaskSpec]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    keys = {t.key for t in tasks}
+    for name, rate in (rates or {}).items():
+        key = get_task(name).key
+        if key not in keys:
+            raise StableMTLError(
+                f"a rate is given for `{key}`, which is not among the requested tasks ({', '.join(sorted(keys))})"
+            )
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
+            raise StableMTLError(f"the rate of `{key}` must be an integer >= 1 (run every n-th frame), got {rate!r}")
+        out[key] = int(rate)
+    return out
+
+
+class Runtime:
+    """A loaded artifact with its runners and streaming state.
+
+    Build it with :meth:`from_artifacts`. ``infer`` is stateful (frame t of a stream, flows on (t-1, t));
+    ``predict`` is stateless (evaluation). Not thread-safe: call it from one thread.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        directory: Path,
+        runners: Mapping[Component, BaseRunner],
+        tasks: Sequence[TaskSpec],
+        mode: Mode,
+        precision: Precision,
+        backend: Backend,
+        rates: Mapping[str, int] | None = None,
+        aux_reuse: int = 1,
+    ) -> None:
+        self.manifest = manifest
+        self.directory = directory
+        self.runners = dict(runners)
+        self.mode = mode
+        self.precision = precision
+        self.backend = backend
+        self._specs = tuple(tasks)
+        self.rates = _parse_rates(rates, self._specs)
+        self.scheduler = Scheduler(manifest, self.runners, self._specs, mode, self.rates, aux_reuse)
+        self._letterbox: Letterbox | None = None
+        self._held: dict[str, Prediction] = {}
+        self._closed = False
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_artifacts(
+        cls,
+        path: str | Path,
+        tasks: str | Iterable[str | TaskName] | None = None,
+        mode: Mode | str = Mode.SINGLE,
+        backend: Backend | str = Backend.AUTO,
+        precision: Precision | str = Precision.FP32,
+        providers: Sequence[ProviderSpec] | None = None,
+        rates: Mapping[str, int] | None = None,
+        aux_reuse: int = 1,
+        *,
+        threads: int | None = None,
+        verify: bool = True,
+        io_binding: bool | None = None,
+        cuda_graphs: bool = False,
+        strict_providers: bool = False,
+    ) -> Runtime:
+        """Open an artifact directory and activate its runners.
+
+        Args:
+            path: artifact directory (``manifest.json``, see :mod:`stablemtl_edge.manifest`).
+            tasks: task keys, a comma-separated string, ``"all"``, or None (all 7); canonical order is kept.
+            mode: ``single`` (one UNet row per task) or ``multi`` (needs a multi-stream artifact).
+            backend: ``auto`` (native TensorRT when installed and engines are cached, else onnxruntime),
+                ``onnxruntime`` or ``tensorrt``.
+            precision: which exported graphs (or engines) to run.
+            providers: onnxruntime providers in priority order (None = CUDA when usable, else CPU).
+            rates: task key -> run every n-th frame in :meth:`infer` (default 1).
+            aux_reuse: multi-stream: recompute the auxiliary features every n-th frame (1 = exact).
+            threads: onnxruntime intra-op threads per session (None = all cores).
+            verify: check every file's sha256 against the manifest (seconds for the sd2 model).
+            io_binding: onnxruntime I/O binding (None = on for GPU providers).
+            cuda_graphs: TensorRT: capture each shape's launch in a CUDA graph.
+            strict_providers: raise instead of warning when onnxruntime falls back to another provider.
+        """
+        directory = Path(path)
+        manifest = Manifest.load(directory)
+        mode = parse_enum(Mode, mode, "mode")
+        precision = parse_enum(Precision, precision, "precision")
+        backend = parse_enum(Backend, backend, "backend")
+        specs = parse_tasks(tasks)
+        if mode is Mode.MULTI and manifest.mode is not Mode.MULTI:
+            raise StableMTLError(
+                f"`{directory}` is a single-stream artifact: use mode `single`, or export a multi-stream "
+                "checkpoint with `stablemtl-export --mode multi`"
+            )
+        if mode is Mode.SINGLE and aux_reuse != 1:
+            raise StableMTLError("`aux_reuse` applies to the multi-stream mode only; leave it at 1 with mode `single`")
+        if isinstance(aux_reuse, bool) or not isinstance(aux_reuse, (int, np.integer)) or aux_reuse < 1:
+            raise StableMTLError(f"`aux_reuse` must be an integer >= 1, got {aux_reuse!r}")
+        _parse_rates(rates, specs)  # fail before the slow part
+        components = components_for(mode)
+        entries = {c: manifest.entry(precision, c) for c in components}
+        if verify:
+            manifest.verify_files(directory, [precision], components)
+        if backend is Backend.AUTO:
+            backend = Backend.ONNXRUNTIME
+            if providers is None and importlib.util.find_spec("tensorrt") is not None:
+                if engines_available(directory, components, precision):
+                    backend = Backend.TENSORRT
+        if backend is Backend.TENSORRT and providers is not None:
+            raise StableMTLError("`providers` are onnxruntime settings: drop them or use backend `onnxruntime`")
+        runners: dict[Component, BaseRunner] = {}
+        try:
+            for c, entry in entries.items():
+                runner = create_runner(
+                    backend,
+                    directory,
+                    entry,
+                    providers=providers,
+                    threads=threads,
+                    io_binding=io_binding,
+                    cuda_graphs=cuda_graphs,
+                    strict_providers=strict_providers,
+                )
+                runner.activate()
+                runners[c] = runner
+            return cls(manifest, directory, runners, specs, mode, precision, backend, rates, int(aux_reuse))
+        except BaseException:
+            for r in runners.values():
+                r.deactivate()
+            raise
+
+    # -- properties --------------------------------------------------------------------------------------
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t.key for t in self._specs)
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """Processing size ``(H, W)`` in pixels (frames are letterboxed to it)."""
+        return self.manifest.profile.height, self.manifest.profile.width
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Pass counters: ``frames`` and ``<component>_rows`` / ``<component>_calls`` since opening."""
+        return dict(self.scheduler.counters)
+
+    @property
+    def frame_index(self) -> int:
+        """Index of the last frame given to :meth:`infer` (-1 before the first)."""
+        return self.scheduler.frame_index
+
+    def describe(self) -> dict[str, str]:
+        """Component -> the engine and device really running it (e.g. ``onnxruntime[CPUExecutionProvider]``)."""
+        return {c.value: r.describe() for c, r in self.runners.items()}
+
+    def fallbacks(self) -> list[str]:
+        """Messages of runners that did not get the provider asked for (empty when none fell back)."""
+        return [m for r in self.runners.values() if (m := getattr(r, "fallback", None))]
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def infer(self, frame: np.ndarray, layout: Layout | str = Layout.RGB) -> FrameResult:
+        """Process frame t of a stream.
+
+        Args:
+            frame: uint8 ``(H, W, 3)`` RGB/BGR, ``(H, W)`` grey or ``(H, W, 4)`` RGBA/BGRA, any size.
+            layout: ``rgb``, ``bgr``, ``rgba``, ``bgra`` or ``gray``.
+
+        Returns:
+            The tasks computed at t or still valid from earlier frames (rates), at the frame's resolution.
+            A change of frame size restarts the stream (no flows on that frame).
+        """
+        self._check_open()
+        start = time.perf_counter()
+        timings = dict.fromkeys(_STAGES, 0.0)
+        rgb = to_rgb(frame, layout)
+        box = self._letterbox
+        if box is None or (box.src_h, box.src_w) != rgb.shape[:2]:
+            box = self._letterbox = Letterbox.fit(rgb.shape[:2], self.resolution)
+            self.scheduler.reset()
+            self._held = {}
+        image = box.apply(rgb)
+        t1 = time.perf_counter()
+        timings["preprocess"] = (t1 - start) * 1e3
+        index, images = self.scheduler.step(image, timings)
+        t2 = time.perf_counter()
+        for key, img in images.items():
+            self._held[key] = Prediction(key, self._finish(key, img, box), index)
+        timings["postprocess"] = (time.perf_counter() - t2) * 1e3
+        timings["total"] = (time.perf_counter() - start) * 1e3
+        return FrameResult(index, dict(self._held), timings)
+
+    def predict(
+        self, frame1: np.ndarray, frame2: np.ndarray | None = None, layout: Layout | str = Layout.RGB
+    ) -> dict[str, np.ndarray]:
+        """Stateless prediction of every requested task on ``frame1`` (evaluation).
+
+        Args:
+            frame1: the frame (layouts as in :meth:`infer`).
+            frame2: the next frame (t+1), required when a flow task is requested; same size as ``frame1``.
+            layout: layout of both frames.
+
+        Returns:
+            Task key -> value at ``frame1``'s resolution (see :class:`Prediction` for units).
+        """
+        self._check_open()
+        layout = parse_layout(layout)
+        rgb1 = to_rgb(frame1, layout, "frame1")
+        rgb2 = None
+        flows = [t.key for t in self._specs if t.frames == 2]
+        if frame2 is not None:
+            rgb2 = to_rgb(frame2, layout, "frame2")
+            if rgb2.shape != rgb1.shape:
+                raise StableMTLError(f"`frame2` has shape {rgb2.shape} but `frame1` has {rgb1.shape}; they must match")
+        elif flows:
+            raise StableMTLError(
+                f"tasks {', '.join(flows)} need two frames: pass `frame2` (the next frame), or leave them out of `tasks`"
+            )
+        box = Letterbox.fit(rgb1.shape[:2], self.resolution)
+        timings: dict[str, float] = {}
+        images = self.scheduler.predict(box.apply(rgb1), box.apply(rgb2) if rgb2 is not None else None, timings)
+        return {key: self._finish(key, img, box) for key, img in images.items()}
+
+    def _finish(self, key: str, image: np.ndarray, box: Letterbox) -> np.ndarray:
+        """Decoded image ``(3, H, W)`` -> the task's value at the camera's resolution."""
+        spec = get_task(key)
+        value = spec.codec.decode(image.transpose(1, 2, 0))  # (H, W, C) task units
+        if spec.name is TaskName.SEMANTIC:
+            return box.restore(value, nearest=True)
+        value = box.restore(value)
+        if spec.name is TaskName.NORMAL and not box.identity:
+            value = value / np.maximum(np.linalg.norm(value, axis=2, keepdims=True), _EPS)
+        return value
+
+    def reset(self) -> None:
+        """Forget the stream (the next :meth:`infer` is a first frame); counters are kept."""
+        self.scheduler.reset()
+        self._held = {}
+        self._letterbox = None
+
+    # -- life cycle --------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StableMTLError("this Runtime is closed; open another with Runtime.from_artifacts")
+
+    def close(self) -> None:
+        """Release every runner (sessions, engines, device memory)."""
+        if self._closed:
+            return
+        self._closed = True
+        for r in self.runners.values():
+            r.deactivate()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,273 @@
+"""Native TensorRT runner (TensorRT 10 / 11 Python API) and the engine-cache lookup.
+
+Engines live in ``DIR/engines/<key>/{engine.plan,engine.json}``; the export step builds them on the
+target and writes ``engine.json``::
+
+    {"key": "...", "component": "unet", "precision": "fp16", "onnx_sha256": "<sha256 of the ONNX>",
+     "profile": {<ShapeProfile.to_dict()>}, "tensorrt_version": "10.3.0", "gpu_name": "Orin",
+     "compute_capability": "8.7", "plan_sha256": "<sha256 of engine.plan>"}
+
+:func:`load_engine_for` is the single place that decides whether a cached engine may run here: same ONNX
+(sha256), precision, shape profile, TensorRT version, GPU and compute capability, intact plan. Anything
+else is refused with what differs and the command that rebuilds it; a stale engine is never used.
+
+TensorRT and cuda-python are imported when a runner is activated, so this module imports anywhere.
+Device memory is allocated once for the largest profile shape; all work is ordered on one CUDA stream,
+optionally replayed from a CUDA graph captured per input-shape set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ...errors import MissingDependencyError, StableMTLError
+from ...manifest import Component, ComponentEntry, Manifest, Precision, file_sha256, parse_enum
+from . import cuda
+from .base import BaseRunner
+
+__all__ = ["EngineEnvironment", "CachedEngine", "load_engine_for", "find_engines", "engines_available", "TensorRTRunner"]
+
+ENGINES_DIR = "engines"
+ENGINE_FILE = "engine.plan"
+RECORD_FILE = "engine.json"
+
+
+def _trt() -> ModuleType:
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError:
+        raise MissingDependencyError("tensorrt", "gpu", "the TensorRT backend (JetPack or NVIDIA's pip index)") from None
+
+
+@dataclass(frozen=True)
+class EngineEnvironment:
+    """What an engine is tied to besides its ONNX: the TensorRT build and the GPU."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+
+    @classmethod
+    def probe(cls, device: int = 0) -> EngineEnvironment:
+        """This machine's TensorRT version and GPU (needs tensorrt and cuda-python)."""
+        trt = _trt()
+        name, cc = cuda.device_info(device)
+        return cls(str(trt.__version__), name, cc)
+
+    def describe(self) -> str:
+        return f"TensorRT {self.tensorrt_version} on {self.gpu_name} (sm {self.compute_capability})"
+
+
+@dataclass(frozen=True)
+class CachedEngine:
+    """A verified engine: the plan file and its record."""
+
+    plan: Path
+    record: dict[str, Any]
+
+
+def find_engines(manifest_dir: str | Path, component: Component | str, precision: Precision | str) -> list[Path]:
+    """``engine.json`` files under ``DIR/engines`` recorded for this component and precision."""
+    component = parse_enum(Component, component, "component")
+    precision = parse_enum(Precision, precision, "precision")
+    root = Path(manifest_dir) / ENGINES_DIR
+    found = []
+    for rec in sorted(root.glob(f"*/{RECORD_FILE}")) if root.is_dir() else ():
+        try:
+            d = json.loads(rec.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if d.get("component") == component.value and d.get("precision") == precision.value:
+            found.append(rec)
+    return found
+
+
+def load_engine_for(
+    manifest_dir: str | Path,
+    component: Component | str,
+    precision: Precision | str,
+    environment: EngineEnvironment | None = None,
+) -> CachedEngine:
+    """The cached engine of ``component``/``precision`` that may run on this machine, or a clear refusal.
+
+    Args:
+        manifest_dir: the artifact directory.
+        component: which graph.
+        precision: which precision.
+        environment: the machine to check against (None = probe TensorRT and GPU 0).
+
+    Raises:
+        StableMTLError: no engine, or every cached engine differs from the manifest or this machine.
+    """
+    directory = Path(manifest_dir)
+    component = parse_enum(Component, component, "component")
+    precision = parse_enum(Precision, precision, "precision")
+    manifest = Manifest.load(directory)
+    entry = manifest.entry(precision, component)
+    rebuild = f"rebuild it with `stablemtl-export build-engine {directory} --precision {precision.value}`"
+    records = find_engines(directory, component, precision)
+    what = f"{component.value}/{precision.value}"
+    if not records:
+        raise StableMTLError(f"no TensorRT engine for {what} under `{directory / ENGINES_DIR}`; {rebuild}")
+    env = environment or EngineEnvironment.probe()
+    reasons = []
+    for rec_path in records:
+        rec = json.loads(rec_path.read_text(encoding="utf-8"))
+        built = EngineEnvironment(
+            str(rec.get("tensorrt_version")), str(rec.get("gpu_name")), str(rec.get("compute_capability"))
+        )
+        if rec.get("onnx_sha256") != entry.sha256:
+            reasons.append(f"`{rec_path.parent.name}` was built from another ONNX file (sha256 differs)")
+        elif rec.get("profile") != manifest.profile.to_dict():
+            reasons.append(f"`{rec_path.parent.name}` was built for another shape profile")
+        elif built != env:
+            reasons.append(f"`{rec_path.parent.name}` was built for {built.describe()}, this is {env.describe()}")
+        else:
+            plan = rec_path.parent / ENGINE_FILE
+            if not plan.is_file():
+                reasons.append(f"`{plan}` is missing")
+            elif rec.get("plan_sha256") and file_sha256(plan) != rec["plan_sha256"]:
+                reasons.append(f"`{plan}` is corrupt (sha256 differs from its record)")
+            else:
+                return CachedEngine(plan, rec)
+    raise StableMTLError(f"no usable TensorRT engine for {what}: {'; '.join(reasons)}; {rebuild}")
+
+
+def engines_available(manifest_dir: str | Path, components: Iterable[Component], precision: Precision) -> bool:
+    """True when every component has at least one cached engine record (not yet checked against this GPU)."""
+    return all(find_engines(manifest_dir, c, precision) for c in components)
+
+
+class TensorRTRunner(BaseRunner):
+    """Runs one component from a cached TensorRT engine.
+
+    Args:
+        manifest_dir: the artifact directory (engines under ``engines/``).
+        entry: the component's manifest record.
+        cuda_graphs: capture the engine launch in a CUDA graph per input-shape set and replay it.
+        device: CUDA device index.
+        environment: override the probed TensorRT/GPU identity (None = probe).
+    """
+
+    def __init__(
+        self,
+        manifest_dir: str | Path,
+        entry: ComponentEntry,
+        cuda_graphs: bool = False,
+        device: int = 0,
+        environment: EngineEnvironment | None = None,
+    ) -> None:
+        super().__init__(entry)
+        self.manifest_dir = Path(manifest_dir)
+        self.cuda_graphs = cuda_graphs
+        self.device = device
+        self.environment = environment
+        self.engine_path: Path | None = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: cuda.Stream | None = None
+        self._device_buf: dict[str, cuda.DeviceBuffer] = {}
+        self._host_buf: dict[str, cuda.PinnedBuffer] = {}
+        self._dtype: dict[str, np.dtype] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._graphs: dict[tuple, cuda.GraphExec] = {}
+        self._inputs_order: list[str] = []
+
+    def describe(self) -> str:
+        graphs = ", CUDA graphs" if self.cuda_graphs else ""
+        return f"tensorrt[{self.engine_path}{graphs}]({self.name})"
+
+    def activate_impl(self) -> None:
+        trt = _trt()
+        cuda.set_device(self.device)
+        env = self.environment or EngineEnvironment.probe(self.device)
+        cached = load_engine_for(self.manifest_dir, self.entry.component, self.entry.precision, env)
+        self.engine_path = cached.plan
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(cached.plan.read_bytes())
+        if engine is None:
+            raise StableMTLError(
+                f"TensorRT could not deserialize `{cached.plan}` (see its log above); rebuild the engine"
+            )
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if set(inputs) != set(self._inputs) or not set(self.output_names) <= set(names):
+            raise StableMTLError(
+                f"engine `{cached.plan}` has tensors {names}, the manifest expects inputs {sorted(self._inputs)} "
+                f"and outputs {list(self.output_names)}; rebuild the engine"
+            )
+        context = engine.create_execution_context()
+        self._stream = cuda.Stream()
+        # Size every buffer for the largest shapes of optimisation profile 0.
+        for name in inputs:
+            max_shape = tuple(engine.get_tensor_profile_shape(name, 0)[2])
+            context.set_input_shape(name, max_shape)
+        for name in names:
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            shape = tuple(context.get_tensor_shape(name))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            self._dtype[name] = dtype
+            self._device_buf[name] = cuda.DeviceBuffer(nbytes)
+            self._host_buf[name] = cuda.PinnedBuffer(nbytes)
+            context.set_tensor_address(name, self._device_buf[name].ptr)
+        self._engine, self._context, self._inputs_order = engine, context, inputs
+
+    def infer_impl(self, feed: Mapping[str, np.ndarray], output_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        context, stream = self._context, self._stream
+        assert stream is not None
+        for name in self._inputs_order:
+            x = feed[name]
+            if self._shapes.get(name) != x.shape:
+                if not context.set_input_shape(name, x.shape):
+                    raise StableMTLError(f"{self.name}: input `{name}` shape {x.shape} is outside the engine's profile")
+                self._shapes[name] = x.shape
+            host = self._host_buf[name].view(self._dtype[name], x.shape)
+            np.copyto(host, x, casting="same_kind")
+            self._device_buf[name].upload(self._host_buf[name], host.nbytes, stream)
+        if self.cuda_graphs:
+            key = tuple(self._shapes[n] for n in self._inputs_order)
+            graph = self._graphs.get(key)
+            if graph is None:
+                self._execute()  # a launch after a shape change does one-time setup that must not be captured
+                stream.begin_capture()
+                self._execute()
+                graph = self._graphs[key] = stream.end_capture()
+            graph.launch(stream)
+        else:
+            self._execute()
+        out = {}
+        for name in output_names:
+            host = self._host_buf[name].view(self._dtype[name], tuple(context.get_tensor_shape(name)))
+            self._device_buf[name].download(self._host_buf[name], host.nbytes, stream)
+            out[name] = host
+        stream.synchronize()
+        return out
+
+    def _execute(self) -> None:
+        assert self._stream is not None
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise StableMTLError(f"{self.name}: TensorRT execution failed (see the TensorRT log above)")
+
+    def deactivate_impl(self) -> None:
+        for g in self._graphs.values():
+            g.close()
+        self._graphs.clear()
+        for b in (*self._device_buf.values(), *self._host_buf.values()):
+            b.free()
+        self._device_buf.clear()
+        self._host_buf.clear()
+        self._shapes.clear()
+        self._context = None
+        self._engine = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None

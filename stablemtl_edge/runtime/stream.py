@@ -1,0 +1,455 @@
+"""Live inference on a frame source: capture, inference and output on three threads.
+
+::
+
+    source --capture--> [slot of 1] --inference--> [slot of 1] --output--> sinks
+
+Each hand-over is a :class:`FrameSlot` holding at most one item. With :attr:`DropPolicy.LATEST` (the
+default for cameras) a new item replaces one that was not taken yet and the replaced one is counted as
+dropped, so when the camera is faster than the model the model always works on the newest frame and
+latency stays at about one service time instead of growing with a queue. With :attr:`DropPolicy.NONE`
+(the default for files, folders and bags) the producer waits instead, so every frame is processed.
+
+The stream ends at the end of the source, after ``max_frames``, when a sink asks to stop (a window's
+``q`` key), on :meth:`Stream.stop` from any thread, or on Ctrl-C in :meth:`Stream.run`; the threads are
+always joined and the source closed. An exception in any thread stops the others and is re-raised by
+:meth:`Stream.run` / :meth:`Stream.join`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from ..errors import StableMTLError
+from .sources import Frame, Source
+
+__all__ = [
+    "DropPolicy",
+    "FrameSlot",
+    "StreamItem",
+    "StreamStats",
+    "LatencyWindow",
+    "FrameRuntime",
+    "Sink",
+    "Stream",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DropPolicy(str, enum.Enum):
+    """What a full hand-over slot does with a new item."""
+
+    LATEST = "latest"  #: replace the waiting item (counted as dropped): bounded latency, for live sources
+    NONE = "none"  #: wait until the consumer takes it: every frame processed, for recorded sources
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class FrameSlot(Generic[T]):
+    """A thread-safe queue of at most one item with a drop counter.
+
+    Attributes:
+        dropped: items replaced before a consumer took them (``DropPolicy.LATEST`` only).
+        max_len: the most items ever held at once (always <= 1; exposed so tests can check the bound).
+    """
+
+    def __init__(self, policy: DropPolicy = DropPolicy.LATEST) -> None:
+        self.policy = DropPolicy(policy)
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._full = False
+        self._closed = False
+        self.dropped = 0
+        self.max_len = 0
+
+    def __len__(self) -> int:
+        with self._cond:
+            return int(self._full)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, item: T) -> bool:
+        """Hand an item over; returns False (item discarded) when the slot is closed."""
+        with self._cond:
+            if self.policy is DropPolicy.NONE:
+                while self._full and not self._closed:
+                    self._cond.wait()
+            if self._closed:
+                return False
+            if self._full:
+                self.dropped += 1
+            self._item, self._full = item, True
+            self.max_len = max(self.max_len, 1)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """Take the item, waiting for one; None when the slot is closed and empty (or on timeout)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._full or self._closed, timeout):
+                return None
+            if not self._full:
+                return None
+            item, self._item, self._full = self._item, None, False
+            self._cond.notify_all()
+            return item
+
+    def close(self, discard: bool = False) -> None:
+        """No more puts; a waiting item is still delivered unless ``discard``."""
+        with self._cond:
+            self._closed = True
+            if discard and self._full:
+                self._item, self._full = None, False
+            self._cond.notify_all()
+
+
+class FrameRuntime(Protocol):
+    """What the stream needs of a runtime: ``stablemtl_edge.runtime.Runtime`` satisfies it."""
+
+    def infer(self, frame: np.ndarray, layout: str = "rgb") -> Any: ...
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One processed frame, as sinks receive it.
+
+    Attributes:
+        frame: the captured frame (uint8 RGB).
+        result: what ``runtime.infer`` returned (a ``FrameResult``).
+        latency_ms: capture to result ready (queueing + service).
+        service_ms: the ``infer`` call alone.
+        fps: processed frames per second over the last second or so.
+        dropped: input frames dropped so far.
+    """
+
+    frame: Frame
+    result: Any
+    latency_ms: float
+    service_ms: float
+    fps: float
+    dropped: int
+
+
+class Sink(ABC):
+    """Where processed frames go (implementations in :mod:`stablemtl_edge.runtime.sinks`).
+
+    :meth:`write` is called on the stream's output thread for every processed frame; the caller that built
+    a sink closes it after the stream (also a context manager).
+    """
+
+    @abstractmethod
+    def write(self, item: StreamItem) -> None:
+        """Consume one processed frame."""
+
+    @property
+    def stop_requested(self) -> bool:
+        """True when the sink wants the stream to end (a window's ``q`` key)."""
+        return False
+
+    def close(self) -> None:
+        """Release files and windows (idempotent)."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LatencyWindow:
+    """Running count/mean/max of a series plus exact percentiles over its last ``capacity`` values.
+
+    Memory is fixed (a ring buffer), so a stream can run for days without growing.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        if capacity < 1:
+            raise StableMTLError(f"latency window capacity must be >= 1, got {capacity}")
+        self._buf = np.zeros(capacity, dtype=np.float64)
+        self._lock = threading.Lock()
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._buf[self.count % len(self._buf)] = value
+            self.count += 1
+            self.total += value
+            self.max = max(self.max, value)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+    def values(self) -> np.ndarray:
+        """The retained values (the last ``capacity``), oldest first."""
+        with self._lock:
+            n, cap = self.count, len(self._buf)
+            if n <= cap:
+                return self._buf[:n].copy()
+            start = n % cap
+            return np.concatenate([self._buf[start:], self._buf[:start]])
+
+    def percentile(self, q: float) -> float:
+        v = self.values()
+        return float(np.percentile(v, q)) if v.size else float("nan")
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """A snapshot of a stream's counters (all latencies in milliseconds).
+
+    ``captured = processed + dropped (+ frames in flight)``; ``outputs_dropped`` counts results the sinks
+    were too slow to take (``DropPolicy.LATEST`` only). ``ended_by`` is one of ``running``,
+    ``end of stream``, ``max frames``, ``stopped``, ``interrupted``, ``error``.
+    """
+
+    captured: int
+    processed: int
+    dropped: int
+    outputs_dropped: int
+    written: int
+    latency_mean_ms: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    service_mean_ms: float
+    wall_s: float
+    fps: float
+    ended_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        return (
+            f"{self.processed} frames processed of {self.captured} captured ({self.dropped} dropped), "
+            f"{self.fps:.2f} fps, latency p50 {self.latency_p50_ms:.1f} ms / p99 {self.latency_p99_ms:.1f} ms, "
+            f"service {self.service_mean_ms:.1f} ms; ended by {self.ended_by}"
+        )
+
+
+class _RateMeter:
+    """Events per second over a sliding window of about one second."""
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_ns = int(window_s * 1e9)
+        self._times: list[int] = []
+
+    def tick(self, now_ns: int) -> float:
+        self._times.append(now_ns)
+        cut = now_ns - self.window_ns
+        while len(self._times) > 2 and self._times[0] < cut:
+            self._times.pop(0)
+        if len(self._times) < 2:
+            return 0.0
+        return (len(self._times) - 1) * 1e9 / max(self._times[-1] - self._times[0], 1)
+
+
+class Stream:
+    """Runs a runtime on a source with capture, inference and output on separate threads.
+
+    Args:
+        source: where frames come from (opened by :meth:`start`, closed when capture ends).
+        runtime: anything with ``infer(frame, layout="rgb")``; normally a ``Runtime``.
+        sinks: receivers of every processed frame, called in order on the output thread. The caller owns
+            them (closes them after the stream).
+        policy: :class:`DropPolicy`; None = ``LATEST`` for live sources, ``NONE`` for recorded ones.
+        pace_fps: read the source at most this often (emulates a camera of that rate on a file; None =
+            as fast as the source delivers).
+        max_frames: stop after reading this many frames (None = until the source ends).
+        history: latencies kept for percentiles (a ring buffer; counts and means cover every frame).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        runtime: FrameRuntime,
+        sinks: Sequence[Sink] = (),
+        policy: DropPolicy | None = None,
+        pace_fps: float | None = None,
+        max_frames: int | None = None,
+        history: int = 10_000,
+    ) -> None:
+        if pace_fps is not None and pace_fps <= 0:
+            raise StableMTLError(f"pace_fps must be > 0 frames per second, got {pace_fps}")
+        if max_frames is not None and max_frames < 1:
+            raise StableMTLError(f"max_frames must be >= 1, got {max_frames}")
+        self.source = source
+        self.runtime = runtime
+        self.sinks = list(sinks)
+        self.policy = DropPolicy(policy) if policy is not None else (
+            DropPolicy.LATEST if source.live else DropPolicy.NONE
+        )
+        self.pace_fps = pace_fps
+        self.max_frames = max_frames
+        self.latency = LatencyWindow(history)
+        self.service = LatencyWindow(history)
+        self._inputs: FrameSlot[Frame] = FrameSlot(self.policy)
+        self._outputs: FrameSlot[StreamItem] = FrameSlot(self.policy)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
+        self._ended_by = "running"
+        self._captured = 0
+        self._written = 0
+        self._fps = 0.0
+        self._t0 = 0.0
+        self._t1: float | None = None
+
+    # -- control -----------------------------------------------------------------------------------------
+    def start(self) -> Stream:
+        """Open the source (errors raise here, in the caller's thread) and start the three threads."""
+        if self._threads:
+            raise StableMTLError("this stream was already started; build a new Stream to run again")
+        self.source.open()
+        self._t0 = time.perf_counter()
+        for name, target in (("capture", self._capture), ("inference", self._infer), ("output", self._output)):
+            t = threading.Thread(target=self._guard, args=(target,), name=f"stablemtl-{name}", daemon=True)
+            self._threads.append(t)
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask every thread to finish now (pending frames are discarded); safe from any thread."""
+        if not self._stop.is_set():
+            if self._ended_by == "running":
+                self._ended_by = reason
+            self._stop.set()
+        self.source.interrupt()
+        self._inputs.close(discard=True)
+        self._outputs.close(discard=True)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the threads; True when all finished. Re-raises an exception from any of them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        done = not any(t.is_alive() for t in self._threads)
+        if done and self._t1 is None:
+            self._t1 = time.perf_counter()
+        if done and self._error is not None:
+            raise self._error
+        return done
+
+    def run(self) -> StreamStats:
+        """Start, wait for the end (Ctrl-C stops cleanly), and return the final statistics."""
+        self.start()
+        try:
+            while not self.join(timeout=0.1):
+                pass
+        except KeyboardInterrupt:
+            log.info("interrupted: stopping the stream")
+            self.stop("interrupted")
+            self.join()
+        return self.stats
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    # -- statistics --------------------------------------------------------------------------------------
+    @property
+    def stats(self) -> StreamStats:
+        end = self._t1 if self._t1 is not None else time.perf_counter()
+        wall = max(end - self._t0, 1e-9) if self._t0 else 0.0
+        processed = self.service.count
+        return StreamStats(
+            captured=self._captured,
+            processed=processed,
+            dropped=self._inputs.dropped,
+            outputs_dropped=self._outputs.dropped,
+            written=self._written,
+            latency_mean_ms=self.latency.mean,
+            latency_p50_ms=self.latency.percentile(50),
+            latency_p90_ms=self.latency.percentile(90),
+            latency_p99_ms=self.latency.percentile(99),
+            latency_max_ms=self.latency.max if processed else float("nan"),
+            service_mean_ms=self.service.mean,
+            wall_s=wall,
+            fps=processed / wall if wall else 0.0,
+            ended_by=self._ended_by,
+        )
+
+    # -- threads -----------------------------------------------------------------------------------------
+    def _guard(self, target: Any) -> None:
+        try:
+            target()
+        except BaseException as e:  # re-raised in the caller's thread by join()
+            with self._error_lock:
+                if self._error is None:
+                    self._error = e
+            self.stop("error")
+
+    def _capture(self) -> None:
+        period_ns = int(1e9 / self.pace_fps) if self.pace_fps else 0
+        next_ns = time.monotonic_ns()
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and self._captured >= self.max_frames:
+                    self._finish("max frames")
+                    break
+                if period_ns:
+                    wait_ns = next_ns - time.monotonic_ns()
+                    if wait_ns > 0 and self._stop.wait(wait_ns / 1e9):
+                        break
+                    # Never catch up in a burst after a stall: a camera does not either.
+                    next_ns = max(next_ns + period_ns, time.monotonic_ns())
+                frame = self.source.read()
+                if frame is None:
+                    self._finish("end of stream")
+                    break
+                self._captured += 1
+                if not self._inputs.put(frame):
+                    break
+        finally:
+            self._inputs.close()
+            self.source.close()
+
+    def _finish(self, reason: str) -> None:
+        if self._ended_by == "running":
+            self._ended_by = reason
+
+    def _infer(self) -> None:
+        rate = _RateMeter()
+        try:
+            while (frame := self._inputs.get()) is not None:
+                t0 = time.monotonic_ns()
+                result = self.runtime.infer(frame.image, layout="rgb")
+                t1 = time.monotonic_ns()
+                service_ms = (t1 - t0) / 1e6
+                latency_ms = (t1 - frame.capture_ns) / 1e6
+                self.service.add(service_ms)
+                self.latency.add(latency_ms)
+                self._fps = rate.tick(t1)
+                item = StreamItem(frame, result, latency_ms, service_ms, self._fps, self._inputs.dropped)
+                if not self._outputs.put(item):
+                    break
+        finally:
+            self._outputs.close()
+
+    def _output(self) -> None:
+        while (item := self._outputs.get()) is not None:
+            for sink in self.sinks:
+                sink.write(item)
+            self._written += 1
+            if any(s.stop_requested for s in self.sinks):
+                self.stop("stopped")
