@@ -19,7 +19,7 @@ def _samples(n=3, h=16, w=24):
         normal[..., 2] = 1.0
         normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
         sem = np.kron(rng.integers(0, 8, (h // 2, w // 2)), np.ones((2, 2), dtype=np.int64)).astype(np.uint8)
-        sem[0, 0] = IGNORE_ID
+        sem[0:2, 0:2] = IGNORE_ID
         flow = 20.0 * (blocks(2) - 0.5)
         sf = blocks(3) - 0.5
         albedo = 0.1 + 0.8 * blocks(3)
