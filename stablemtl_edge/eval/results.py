@@ -169,20 +169,34 @@ class TaskResult:
         }
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "frames": self.frames, "metrics": asdict(self.metrics)}
+        """JSON-ready: NaN (an undefined metric) becomes ``null`` so the file stays strict JSON."""
+        metrics = {
+            k: [_to_json_number(x) for x in v] if isinstance(v, tuple) else _to_json_number(v)
+            for k, v in asdict(self.metrics).items()
+        }
+        return {"task": self.task, "frames": self.frames, "metrics": metrics}
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskResult:
         task = get_task(data["task"]).key
         kind = METRICS_TYPE[task]
-        values = dict(data["metrics"])
-        if "iou" in values:
-            values["iou"] = tuple(float(v) for v in values["iou"])
+        values = {
+            k: tuple(_from_json_number(x) for x in v) if isinstance(v, list) else _from_json_number(v)
+            for k, v in dict(data["metrics"]).items()
+        }
         try:
             metrics = kind(**values)
         except TypeError as exc:
             raise StableMTLError(f"result for `{task}` has unexpected metric fields: {exc}") from None
         return cls(task=task, frames=int(data["frames"]), metrics=metrics)
+
+
+def _to_json_number(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def _from_json_number(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def _fmt(x: float) -> str:
@@ -233,8 +247,7 @@ class EvalResult:
         return cls(benchmark=str(data["benchmark"]), tasks=tasks, info=dict(data.get("info", {})))
 
     def to_json(self) -> str:
-        # NaN is written as JSON null-free `NaN` by default; keep it explicit and round-trippable.
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the result as JSON, atomically."""
