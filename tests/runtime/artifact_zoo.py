@@ -7,7 +7,7 @@ number against an independent row-by-row re-computation:
 - ``encoder``: uint8 NHWC -> [-1, 1] -> 8x8 average pool -> 1x1 conv to 4 channels;
 - ``unet``: ``tanh(conv1x1(sample) + E[task_id])``; feature l = conv1x1(avgpool_ds(sample)) + T_l[task_id]
   flattened to (B, N_l, C_l);
-- ``unet_main``: like ``unet`` plus, per layer, the token mean of the 7 auxiliary slots weighted by
+- ``unet_main``: like ``unet`` plus, per layer, the token maximum of the 7 auxiliary slots weighted by
   distinct per-slot weights (the row's own slot weighted 0) projected to 4 channels;
 - ``decoder``: ``clip(conv1x1(latent), -1, 1)`` upsampled 8x (nearest).
 
@@ -118,8 +118,8 @@ class ToyModel:
     def np_unet_main(self, sample: np.ndarray, task_id: np.ndarray, aux: list[np.ndarray]) -> np.ndarray:
         ctx = np.zeros((sample.shape[0], 4), np.float32)
         for a, P in zip(aux, self.P):
-            mean = a.mean(axis=2)  # [B,7,C]
-            ctx += np.einsum("bs,bsc->bc", self.M[task_id], mean) @ P
+            peak = a.max(axis=2)  # [B,7,C]
+            ctx += np.einsum("bs,bsc->bc", self.M[task_id], peak) @ P
         pre = np.einsum("oc,bchw->bohw", self.Wm, sample) + self.bm[None, :, None, None]
         return np.tanh(pre + self.Em[task_id][:, :, None, None] + ctx[:, :, None, None]).astype(np.float32)
 
@@ -127,15 +127,23 @@ class ToyModel:
         y = np.clip(np.einsum("oc,bchw->bohw", self.Wd, latent) + self.bd[None, :, None, None], -1.0, 1.0)
         return np.repeat(np.repeat(y, 8, axis=2), 8, axis=3).astype(np.float32)
 
-    def reference(self, image1: np.ndarray, image2: np.ndarray | None, tasks: list[str], mode: Mode) -> dict:
-        """Decoded images ``(3, H, W)`` per task, one row at a time (no batching, no sharing)."""
+    def reference(
+        self, image1: np.ndarray, image2: np.ndarray | None, tasks: list[str], mode: Mode, stream: bool = False
+    ) -> dict:
+        """Decoded images ``(3, H, W)`` per task, one row at a time (no batching, no sharing).
+
+        Flows read ``(image1, image2)``; one-frame tasks (main and auxiliary rows) read ``image1``, or
+        ``image2`` when ``stream`` (the streaming rule: frame t-1, t = image1, image2).
+        """
         z1 = self.np_encoder(image1[None])
         z2 = self.np_encoder(image2[None]) if image2 is not None else None
+        zs = z2 if stream and z2 is not None else z1
         zeros = np.zeros_like(z1)
 
         def row(t):
-            pair = t.frames == 2 and z2 is not None
-            return np.concatenate([z1, z2 if pair else z1, zeros], axis=1)
+            if t.frames == 2 and z2 is not None:
+                return np.concatenate([z1, z2, zeros], axis=1)
+            return np.concatenate([zs, zs, zeros], axis=1)
 
         out = {}
         for t in TASKS:
@@ -231,7 +239,7 @@ class ToyModel:
             name = aux_feature_name(i)
             inputs.append(_vi(name, TensorProto.FLOAT, ("batch", NUM_TASKS, f.tokens((h, w)), f.channels)))
             nodes += [
-                helper.make_node("ReduceMean", [name], [f"mean{i}"], axes=[2], keepdims=0),  # [B,7,C]
+                helper.make_node("ReduceMax", [name], [f"mean{i}"], axes=[2], keepdims=0),  # [B,7,C]
                 helper.make_node("MatMul", ["slotw3", f"mean{i}"], [f"wsum{i}"]),  # [B,1,C]
                 helper.make_node("MatMul", [f"wsum{i}", f"P{i}"], [f"proj{i}"]),  # [B,1,4]
             ]
