@@ -1,0 +1,204 @@
+"""``stablemtl-eval``: score exported artifacts on a zero-shot benchmark or the procedural held-out split.
+
+Prints a Markdown table, optionally writes JSON / Markdown files, the trivial-baseline floor and delta_m
+against a previous result. Runs on any backend of :class:`stablemtl_edge.runtime.Runtime`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import StableMTLError
+from ..sample import Sample
+from ..tasks import TASK_NAMES, parse_tasks
+from .benchmarks import (
+    CityscapesReader,
+    DiodeReader,
+    EvalCrop,
+    Kitti2015Reader,
+    KittiDepthReader,
+    MidIntrinsicsReader,
+)
+from .delta_m import delta_m
+from .evaluate import evaluate, fit_trivial_baseline
+from .results import EvalResult
+
+__all__ = ["BenchmarkName", "main", "open_samples"]
+
+
+class BenchmarkName(str, enum.Enum):
+    """Sample sets the CLI can evaluate on."""
+
+    CITYSCAPES = "cityscapes"
+    DIODE = "diode"
+    KITTI_EIGEN = "kitti-eigen"
+    KITTI2015 = "kitti2015"
+    MID_INTRINSICS = "mid-intrinsics"
+    PROCEDURAL = "procedural"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Tasks each benchmark can label (KITTI 2015 scene flow needs --calib-root).
+_BENCHMARK_TASKS = {
+    BenchmarkName.CITYSCAPES: ("semantic",),
+    BenchmarkName.DIODE: ("normal", "depth"),
+    BenchmarkName.KITTI_EIGEN: ("depth",),
+    BenchmarkName.KITTI2015: ("optical_flow", "scene_flow"),
+    BenchmarkName.MID_INTRINSICS: ("albedo", "shading"),
+}
+
+
+class _FirstN(Sequence):
+    """The first ``n`` samples of a sequence, loaded lazily (keeps the reader's one-frame-at-a-time)."""
+
+    def __init__(self, samples: Sequence[Sample], n: int | None) -> None:
+        self.samples = samples
+        self.n = len(samples) if n is None else min(n, len(samples))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.samples[i]
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(self.n):
+            yield self.samples[i]
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise StableMTLError(f"size `{text}` is not HxW (e.g. 256x512)") from None
+    return h, w
+
+
+def _need(value, flag: str, benchmark: BenchmarkName):
+    if value is None:
+        raise StableMTLError(f"benchmark `{benchmark}` needs {flag}: see `stablemtl-eval --help`")
+    return value
+
+
+def open_samples(args: argparse.Namespace) -> tuple[Sequence[Sample], tuple[str, ...]]:
+    """The sample sequence and the tasks it labels, from the parsed command line."""
+    bench = BenchmarkName(args.benchmark)
+    if bench is BenchmarkName.PROCEDURAL:
+        from ..training.data.procedural import procedural_split  # numpy-only; imported only when asked
+
+        source = procedural_split(args.split, args.domain, size=_size(args.size) or (128, 160), length=args.frames or 64)
+        return _FirstN(source, len(source)), tuple(source.tasks)
+    data = _need(args.data, "--data", bench)
+    if bench is BenchmarkName.CITYSCAPES:
+        reader = CityscapesReader(data, size=_size(args.size))
+    elif bench is BenchmarkName.DIODE:
+        reader = DiodeReader(data)
+    elif bench is BenchmarkName.KITTI_EIGEN:
+        reader = KittiDepthReader(_need(args.split_file, "--split-file", bench), data, args.depth_root, EvalCrop(args.crop))
+    elif bench is BenchmarkName.KITTI2015:
+        reader = Kitti2015Reader(data, args.calib_root)
+    else:
+        reader = MidIntrinsicsReader(data, args.split_file)
+    tasks = _BENCHMARK_TASKS[bench]
+    if bench is BenchmarkName.KITTI2015 and args.calib_root is None:
+        tasks = ("optical_flow",)
+    return _FirstN(reader, args.frames), tasks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stablemtl-eval",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("artifacts", type=Path, help="exported artifact directory (manifest.json)")
+    g = p.add_argument_group("sample set")
+    g.add_argument("--benchmark", required=True, choices=[b.value for b in BenchmarkName], help="what to evaluate on")
+    g.add_argument("--data", type=Path, help="benchmark root (KITTI Eigen: raw recordings; KITTI 2015: `training`)")
+    g.add_argument("--split-file", type=Path, help="KITTI Eigen test list; optional image list for MID Intrinsics")
+    g.add_argument("--depth-root", type=Path, help="KITTI Eigen projected depth root (default: --data)")
+    g.add_argument("--calib-root", type=Path, help="KITTI 2015 calibration `training` folder (enables scene flow)")
+    g.add_argument("--crop", default=EvalCrop.GARG.value, choices=[c.value for c in EvalCrop], help="KITTI Eigen region")
+    g.add_argument("--size", help="HxW: Cityscapes evaluation size (paper: 256x512); procedural image size")
+    g.add_argument("--domain", default="driving", help="procedural domain: indoor, driving or flying")
+    g.add_argument("--split", default="val", help="procedural split: val or test (never train)")
+    g.add_argument("--frames", type=int, help="evaluate only the first N frames (procedural: number of frames, default 64)")
+    g = p.add_argument_group("model")
+    g.add_argument("--tasks", default=None, help=f"comma-separated subset of the benchmark's tasks ({', '.join(TASK_NAMES)})")
+    g.add_argument("--mode", default="single", help="single or multi (multi-stream artifact)")
+    g.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
+    g.add_argument("--precision", default="fp32", help="fp32, fp16 or int8")
+    g.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", type=Path, help="write the result here (JSON)")
+    g.add_argument("--markdown", type=Path, help="write the Markdown table here")
+    g.add_argument("--baseline", type=Path, help="a previous result JSON: report delta_m against it")
+    g.add_argument("--trivial", action="store_true", help="also score the trivial baseline (constant predictions) on the same frames")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> str:
+    """Evaluate and return the report text (Markdown)."""
+    from ..runtime import Runtime  # the runtime is torch-free; imported here so `--help` stays instant
+
+    if args.split == "train":
+        raise StableMTLError("the procedural `train` split is what the model learnt from: evaluate on `val` or `test`")
+    samples, available = open_samples(args)
+    wanted = tuple(t.key for t in parse_tasks(args.tasks)) if args.tasks else available
+    tasks = tuple(t for t in wanted if t in available)
+    if not tasks:
+        raise StableMTLError(
+            f"`{args.benchmark}` labels {', '.join(available)}; none of the requested tasks ({', '.join(wanted)})"
+        )
+    name = f"{args.benchmark}" + (f":{args.domain}:{args.split}" if args.benchmark == BenchmarkName.PROCEDURAL.value else "")
+    with Runtime.from_artifacts(
+        args.artifacts, tasks=tasks, mode=args.mode, backend=args.backend, precision=args.precision, threads=args.threads
+    ) as rt:
+        result = evaluate(rt, samples, tasks, benchmark=name, progress=not args.no_progress)
+        info = {"artifacts": str(args.artifacts), "precision": str(args.precision), "mode": str(args.mode)}
+        info.update({f"runner.{k}": v for k, v in rt.describe().items()})
+    report = []
+    if args.baseline is not None:
+        info["delta_m_vs"] = str(args.baseline)
+        info["delta_m"] = f"{delta_m(result, args.baseline):.4f}"
+    result = EvalResult(result.benchmark, result.tasks, info)
+    report.append(result.to_markdown())
+    if "delta_m" in info:
+        report.append(f"delta_m vs `{args.baseline}`: {float(info['delta_m']):+.2f}%\n")
+    if args.trivial:
+        floor = evaluate(fit_trivial_baseline(samples), samples, tasks, benchmark=f"{name} (trivial baseline)", progress=False)
+        report.append(floor.to_markdown())
+        report.append(f"delta_m of the model vs the trivial baseline: {delta_m(result, floor):+.2f}%\n")
+    text = "\n".join(report)
+    if args.json is not None:
+        result.save(args.json)
+    if args.markdown is not None:
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(args.markdown, text)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        print(run(args))
+    except StableMTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
