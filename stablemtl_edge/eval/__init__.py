@@ -13,7 +13,15 @@ Typical use::
 
 from .align import align_depth, align_flow, align_intrinsic, fit_channel_scales, fit_global_scale, fit_scale_shift
 from .delta_m import delta_m
-from .evaluate import DEPTH_RANGES, Predictor, TrivialBaseline, evaluate, fit_trivial_baseline, make_accumulator, resize_prediction
+from .evaluate import (
+    DEPTH_RANGES,
+    Predictor,
+    TrivialBaseline,
+    evaluate,
+    fit_trivial_baseline,
+    make_accumulator,
+    resize_prediction,
+)
 from .results import (
     MAIN_METRIC,
     DepthMetrics,

@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from .results import TaskMetrics
+
 __all__ = ["Accumulator"]
 
 
@@ -29,5 +31,5 @@ class Accumulator(ABC):
         """Add one frame; frames without any valid pixel are skipped (and not counted)."""
 
     @abstractmethod
-    def result(self):
+    def result(self) -> TaskMetrics:
         """The task's metric record (see :mod:`stablemtl_edge.eval.results`); NaN where undefined."""

@@ -96,7 +96,8 @@ def open_samples(args: argparse.Namespace) -> tuple[Sequence[Sample], tuple[str,
     if bench is BenchmarkName.PROCEDURAL:
         from ..training.data.procedural import procedural_split  # numpy-only; imported only when asked
 
-        source = procedural_split(args.split, args.domain, size=_size(args.size) or (128, 160), length=args.frames or 64)
+        size = _size(args.size) or (128, 160)
+        source = procedural_split(args.split, args.domain, size=size, length=args.frames or 64)
         return _FirstN(source, len(source)), tuple(source.tasks)
     data = _need(args.data, "--data", bench)
     if bench is BenchmarkName.CITYSCAPES:
@@ -104,7 +105,8 @@ def open_samples(args: argparse.Namespace) -> tuple[Sequence[Sample], tuple[str,
     elif bench is BenchmarkName.DIODE:
         reader = DiodeReader(data)
     elif bench is BenchmarkName.KITTI_EIGEN:
-        reader = KittiDepthReader(_need(args.split_file, "--split-file", bench), data, args.depth_root, EvalCrop(args.crop))
+        split_file = _need(args.split_file, "--split-file", bench)
+        reader = KittiDepthReader(split_file, data, args.depth_root, EvalCrop(args.crop))
     elif bench is BenchmarkName.KITTI2015:
         reader = Kitti2015Reader(data, args.calib_root)
     else:
@@ -128,13 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split-file", type=Path, help="KITTI Eigen test list; optional image list for MID Intrinsics")
     g.add_argument("--depth-root", type=Path, help="KITTI Eigen projected depth root (default: --data)")
     g.add_argument("--calib-root", type=Path, help="KITTI 2015 calibration `training` folder (enables scene flow)")
-    g.add_argument("--crop", default=EvalCrop.GARG.value, choices=[c.value for c in EvalCrop], help="KITTI Eigen region")
+    crops = [c.value for c in EvalCrop]
+    g.add_argument("--crop", default=EvalCrop.GARG.value, choices=crops, help="KITTI Eigen evaluation region")
     g.add_argument("--size", help="HxW: Cityscapes evaluation size (paper: 256x512); procedural image size")
     g.add_argument("--domain", default="driving", help="procedural domain: indoor, driving or flying")
     g.add_argument("--split", default="val", help="procedural split: val or test (never train)")
-    g.add_argument("--frames", type=int, help="evaluate only the first N frames (procedural: number of frames, default 64)")
+    g.add_argument("--frames", type=int, help="evaluate the first N frames only (procedural: N frames, default 64)")
     g = p.add_argument_group("model")
-    g.add_argument("--tasks", default=None, help=f"comma-separated subset of the benchmark's tasks ({', '.join(TASK_NAMES)})")
+    g.add_argument("--tasks", help=f"comma-separated subset of the benchmark's tasks ({', '.join(TASK_NAMES)})")
     g.add_argument("--mode", default="single", help="single or multi (multi-stream artifact)")
     g.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     g.add_argument("--precision", default="fp32", help="fp32, fp16 or int8")
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", type=Path, help="write the result here (JSON)")
     g.add_argument("--markdown", type=Path, help="write the Markdown table here")
     g.add_argument("--baseline", type=Path, help="a previous result JSON: report delta_m against it")
-    g.add_argument("--trivial", action="store_true", help="also score the trivial baseline (constant predictions) on the same frames")
+    g.add_argument("--trivial", action="store_true", help="also score constant predictions on the same frames")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -161,9 +164,16 @@ def run(args: argparse.Namespace) -> str:
         raise StableMTLError(
             f"`{args.benchmark}` labels {', '.join(available)}; none of the requested tasks ({', '.join(wanted)})"
         )
-    name = f"{args.benchmark}" + (f":{args.domain}:{args.split}" if args.benchmark == BenchmarkName.PROCEDURAL.value else "")
+    name = args.benchmark
+    if name == BenchmarkName.PROCEDURAL.value:
+        name = f"{name}:{args.domain}:{args.split}"
     with Runtime.from_artifacts(
-        args.artifacts, tasks=tasks, mode=args.mode, backend=args.backend, precision=args.precision, threads=args.threads
+        args.artifacts,
+        tasks=tasks,
+        mode=args.mode,
+        backend=args.backend,
+        precision=args.precision,
+        threads=args.threads,
     ) as rt:
         result = evaluate(rt, samples, tasks, benchmark=name, progress=not args.no_progress)
         info = {"artifacts": str(args.artifacts), "precision": str(args.precision), "mode": str(args.mode)}
@@ -177,7 +187,8 @@ def run(args: argparse.Namespace) -> str:
     if "delta_m" in info:
         report.append(f"delta_m vs `{args.baseline}`: {float(info['delta_m']):+.2f}%\n")
     if args.trivial:
-        floor = evaluate(fit_trivial_baseline(samples), samples, tasks, benchmark=f"{name} (trivial baseline)", progress=False)
+        trivial = fit_trivial_baseline(samples)
+        floor = evaluate(trivial, samples, tasks, benchmark=f"{name} (trivial baseline)", progress=False)
         report.append(floor.to_markdown())
         report.append(f"delta_m of the model vs the trivial baseline: {delta_m(result, floor):+.2f}%\n")
     text = "\n".join(report)

@@ -85,4 +85,5 @@ class CityscapesReader(BenchmarkReader):
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
             classes = cv2.resize(classes, (w, h), interpolation=cv2.INTER_NEAREST)
         label = Label(value=classes, valid=classes != IGNORE_ID)
-        return Sample(frame1=rgb, frame2=None, labels={TaskName.SEMANTIC.value: label}, domain=self.name, name=str(path))
+        labels = {TaskName.SEMANTIC.value: label}
+        return Sample(frame1=rgb, frame2=None, labels=labels, domain=self.name, name=str(path))

@@ -138,7 +138,8 @@ class Kitti2015Reader(BenchmarkReader):
         self.calib_root = Path(calib_root) if calib_root is not None else None
         self.occlusion = Occlusion(occlusion)
         frames = sorted((self.root / "image_2").glob("*_10.png"))
-        self._ids = self._require_items([p.name[: -len("_10.png")] for p in frames], self.root / "image_2", "`<id>_10.png` frames")
+        ids = [p.name[: -len("_10.png")] for p in frames]
+        self._ids = self._require_items(ids, self.root / "image_2", "`<id>_10.png` frames")
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -148,17 +149,27 @@ class Kitti2015Reader(BenchmarkReader):
         occ = self.occlusion.value
         frame1 = read_rgb(self.root / "image_2" / f"{fid}_10.png")
         frame2 = read_rgb(self.root / "image_2" / f"{fid}_11.png")
-        flow, flow_valid = decode_flow_png(read_unchanged(self.root / f"flow_{occ}" / f"{fid}_10.png", "KITTI flow PNG"))
+        flow_png = read_unchanged(self.root / f"flow_{occ}" / f"{fid}_10.png", "KITTI flow PNG")
+        flow, flow_valid = decode_flow_png(flow_png)
         labels = {TaskName.OPTICAL_FLOW.value: Label(value=flow, valid=flow_valid)}
         intrinsics = None
         if self.calib_root is not None:
             calib = read_calibration(self.calib_root / "calib_cam_to_cam" / f"{fid}.txt")
-            d0, v0 = decode_disparity_png(read_unchanged(self.root / f"disp_{occ}_0" / f"{fid}_10.png", "KITTI disparity PNG"))
-            d1, v1 = decode_disparity_png(read_unchanged(self.root / f"disp_{occ}_1" / f"{fid}_10.png", "KITTI disparity PNG"))
+            d0, v0 = self._disparity(f"disp_{occ}_0", fid)
+            d1, v1 = self._disparity(f"disp_{occ}_1", fid)
             sf = scene_flow_from_disparities(flow, d0, d1, calib)
             valid = flow_valid & v0 & v1 & np.isfinite(sf).all(axis=-1)
-            labels[TaskName.SCENE_FLOW.value] = Label(value=np.where(valid[..., None], sf, 0.0).astype(np.float32), valid=valid)
+            sf = np.where(valid[..., None], sf, 0.0).astype(np.float32)
+            labels[TaskName.SCENE_FLOW.value] = Label(value=sf, valid=valid)
             intrinsics = calib.K
         return Sample(
-            frame1=frame1, frame2=frame2, labels=labels, domain=self.name, name=f"{self.root}/{fid}", intrinsics=intrinsics
+            frame1=frame1,
+            frame2=frame2,
+            labels=labels,
+            domain=self.name,
+            name=f"{self.root}/{fid}",
+            intrinsics=intrinsics,
         )
+
+    def _disparity(self, folder: str, fid: str) -> tuple[np.ndarray, np.ndarray]:
+        return decode_disparity_png(read_unchanged(self.root / folder / f"{fid}_10.png", "KITTI disparity PNG"))

@@ -58,7 +58,9 @@ class MidIntrinsicsReader(BenchmarkReader):
         albedo = read_rgb(path.with_name(f"{path.stem}_albedo{path.suffix}")).astype(np.float32) / 255.0
         shading_rgb = read_rgb(path.with_name(f"{path.stem}_shading{path.suffix}")).astype(np.float32) / 255.0
         if albedo.shape != rgb.shape or shading_rgb.shape != rgb.shape:
-            raise StableMTLError(f"`{path}`: image, albedo and shading sizes differ ({rgb.shape}, {albedo.shape}, {shading_rgb.shape})")
+            raise StableMTLError(
+                f"`{path}`: image, albedo and shading sizes differ ({rgb.shape}, {albedo.shape}, {shading_rgb.shape})"
+            )
         valid = albedo.max(axis=-1) > 0
         labels = {
             TaskName.ALBEDO.value: Label(value=albedo, valid=valid),
