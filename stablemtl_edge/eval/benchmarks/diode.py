@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import StableMTLError
 from ...sample import Label, Sample
 from ...tasks import TaskName
 from .base import BenchmarkReader
@@ -63,5 +64,13 @@ class DiodeReader(BenchmarkReader):
         if normal_path.is_file():
             normal = diode_normals_to_opengl(np.asarray(read_npy(normal_path, "DIODE normals")).reshape(hw + (3,)))
             norm = np.linalg.norm(normal, axis=-1)
-            labels[TaskName.NORMAL.value] = Label(value=normal, valid=np.isfinite(norm) & (norm > 0.5))
+            valid = np.isfinite(norm) & (norm > 0.5)
+            # Visible surfaces face the camera (z > 0 in OpenGL axes): if most do not, the file does not
+            # follow the convention assumed above and every angle would be wrong, so refuse it.
+            if valid.any() and np.median(normal[valid][:, 2]) < 0:
+                raise StableMTLError(
+                    f"`{normal_path}`: after the DIODE sign fix most normals point away from the camera; this file "
+                    "does not use the DIODE release convention (OpenCV axes, surfaces facing the camera with z < 0)"
+                )
+            labels[TaskName.NORMAL.value] = Label(value=normal, valid=valid)
         return Sample(frame1=rgb, frame2=None, labels=labels, domain=self.name, name=str(path))

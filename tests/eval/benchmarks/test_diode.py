@@ -50,3 +50,11 @@ def test_missing_depth_file_is_a_user_error(tmp_path):
     next(tmp_path.rglob("*_depth.npy")).unlink()
     with pytest.raises(StableMTLError, match="DIODE depth"):
         DiodeReader(tmp_path)[0]
+
+
+def test_normals_in_another_convention_are_refused(tmp_path):
+    _write_scan(tmp_path)
+    path = next(tmp_path.rglob("*_normal.npy"))
+    np.save(path, -np.load(path))  # surfaces facing away from the camera after the fix
+    with pytest.raises(StableMTLError, match="point away from the camera"):
+        DiodeReader(tmp_path)[0]
