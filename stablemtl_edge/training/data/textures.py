@@ -1,0 +1,172 @@
+"""Procedural solid textures for the generated scenes: albedo and class ids from local coordinates.
+
+Every texture is called with local hit points ``p`` and local normals ``n`` as ``(3, N)`` arrays (rows
+x, y, z) and returns albedo ``(3, N)`` in [0, 1] and class ids ``(N,)`` uint8.
+
+Textures are functions of the hit point in the object's own frame, so they move with the object and
+frame 2 shows the same surface pattern as frame 1 (what makes the flow ground truth checkable by warping).
+They are also what makes the labels learnable from RGB: each class has a typical colour and pattern
+(asphalt with lane marks, facades with windows, foliage), varied per object. numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...tasks import IGNORE_ID
+
+__all__ = [
+    "SmoothNoise",
+    "Stripes",
+    "Checker",
+    "Road",
+    "Facade",
+    "RoomShell",
+    "TrafficLightHead",
+]
+
+CLASS_ID = {"road": 0, "building": 1, "pole": 2, "traffic light": 3, "traffic sign": 4, "vegetation": 5, "sky": 6, "vehicle": 7}
+
+
+def _mix(c1: np.ndarray, c2: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.clip(c1[:, None] + (c2 - c1)[:, None] * t, 0.0, 1.0)
+
+
+def _ids(p: np.ndarray, class_id: int) -> np.ndarray:
+    return np.full(p.shape[1], class_id, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class SmoothNoise:
+    """Two colours blended by a product of two oriented sinusoids (low frequency, band-limited)."""
+
+    c1: np.ndarray
+    c2: np.ndarray
+    k1: np.ndarray  # (3,) spatial frequency vector, rad/m
+    k2: np.ndarray
+    class_id: int = IGNORE_ID
+
+    def __call__(self, p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = 0.5 + 0.5 * np.sin(self.k1 @ p) * np.cos(self.k2 @ p)
+        return _mix(self.c1, self.c2, t), _ids(p, self.class_id)
+
+
+@dataclass(frozen=True)
+class Stripes:
+    """Soft stripes along one direction (wood, fabric, painted bands)."""
+
+    c1: np.ndarray
+    c2: np.ndarray
+    k: np.ndarray
+    sharpness: float = 2.0
+    class_id: int = IGNORE_ID
+
+    def __call__(self, p, n):
+        t = 0.5 + 0.5 * np.tanh(self.sharpness * np.sin(self.k @ p))
+        return _mix(self.c1, self.c2, t), _ids(p, self.class_id)
+
+
+@dataclass(frozen=True)
+class Checker:
+    """3-D checkerboard of cell size ``cell`` metres."""
+
+    c1: np.ndarray
+    c2: np.ndarray
+    cell: float
+    class_id: int = IGNORE_ID
+
+    def __call__(self, p, n):
+        cells = np.floor(p / self.cell).astype(np.int64)
+        parity = (cells[0] + cells[1] + cells[2]) & 1
+        return _mix(self.c1, self.c2, parity.astype(np.float64)), _ids(p, self.class_id)
+
+
+@dataclass(frozen=True)
+class Road:
+    """Ground plane: asphalt road |x| < half_width with lane marks, then sidewalk, then terrain.
+
+    Only the asphalt is class ``road``; sidewalk and terrain are not among the 8 classes (ignore).
+    """
+
+    half_width: float
+    sidewalk: float
+    asphalt: np.ndarray
+    kerb: np.ndarray
+    terrain: np.ndarray
+    lane_offset: float
+
+    def __call__(self, p, n):
+        x, z = p[0], p[2]
+        ax = np.abs(x)
+        grain = 0.5 + 0.5 * np.sin(1.7 * x + 0.9 * z) * np.cos(0.6 * x - 1.3 * z)
+        out = self.asphalt[:, None] * (0.85 + 0.3 * grain)
+        dash = (np.abs(x - self.lane_offset) < 0.08) & (np.mod(z, 6.0) < 3.0)
+        edge = np.abs(ax - (self.half_width - 0.25)) < 0.08
+        out = np.where(dash | edge, 0.85, out)
+        walk = (ax >= self.half_width) & (ax < self.half_width + self.sidewalk)
+        tiles = (np.floor(z / 0.6).astype(np.int64) + np.floor(x / 0.6).astype(np.int64)) & 1
+        out = np.where(walk, self.kerb[:, None] * (0.9 + 0.12 * tiles), out)
+        far = ax >= self.half_width + self.sidewalk
+        out = np.where(far, self.terrain[:, None] * (0.75 + 0.5 * grain), out)
+        ids = np.where(ax < self.half_width, CLASS_ID["road"], IGNORE_ID).astype(np.uint8)
+        return np.clip(out, 0.0, 1.0), ids
+
+
+@dataclass(frozen=True)
+class Facade:
+    """Building wall with a grid of darker, bluish windows."""
+
+    wall: np.ndarray
+    window: np.ndarray
+    spacing: float
+    class_id: int = CLASS_ID["building"]
+
+    def __call__(self, p, n):
+        # Horizontal coordinate along the face: x on faces normal to z, z on faces normal to x.
+        along = np.where(np.abs(n[0]) > 0.5, p[2], p[0])
+        fx = np.mod(along / self.spacing, 1.0)
+        fy = np.mod(p[1] / (1.3 * self.spacing), 1.0)
+        win = (fx > 0.25) & (fx < 0.75) & (fy > 0.3) & (fy < 0.8) & (np.abs(n[1]) < 0.5)
+        out = np.where(win, self.window[:, None], self.wall[:, None])
+        return out, _ids(p, self.class_id)
+
+
+@dataclass(frozen=True)
+class RoomShell:
+    """Inside of a room box: wooden floor (stripes), plain ceiling, painted walls with soft noise."""
+
+    floor1: np.ndarray
+    floor2: np.ndarray
+    wall: np.ndarray
+    ceiling: np.ndarray
+    plank: float
+
+    def __call__(self, p, n):
+        floor = n[1] < -0.5  # inward normal of the bottom face points up (-y)
+        ceil = n[1] > 0.5
+        t = 0.5 + 0.5 * np.tanh(3.0 * np.sin(p[0] * np.pi / self.plank))
+        planks = _mix(self.floor1, self.floor2, t * (0.8 + 0.2 * np.sin(p[2] * 1.7)))
+        w = 0.93 + 0.07 * np.sin(p[0] * 2.1 + p[1] * 1.3) * np.cos(p[2] * 1.9)
+        walls = np.clip(self.wall[:, None] * w, 0, 1)
+        out = np.where(floor, planks, np.where(ceil, self.ceiling[:, None], walls))
+        return out, _ids(p, IGNORE_ID)
+
+
+@dataclass(frozen=True)
+class TrafficLightHead:
+    """Dark housing (local y vertical) with red, amber and green lamps on the face towards -z."""
+
+    housing: np.ndarray
+    half_height: float
+
+    def __call__(self, p, n):
+        out = np.repeat(self.housing[:, None], p.shape[1], axis=1)
+        lamps = np.array([[0.9, 0.1, 0.05], [0.95, 0.65, 0.05], [0.1, 0.85, 0.2]])
+        face = n[2] < -0.5
+        for i, colour in enumerate(lamps):
+            cy = (i - 1) * self.half_height * 0.62
+            r = np.hypot(p[0], p[1] - cy)
+            out = np.where(face & (r < self.half_height * 0.22), colour[:, None], out)
+        return out, _ids(p, CLASS_ID["traffic light"])
