@@ -15,6 +15,7 @@ from pathlib import Path
 from ...errors import StableMTLError
 from ...manifest import Mode, Precision, parse_enum
 from ...tasks import TASK_NAMES, get_task, parse_tasks
+from ..api import Runtime
 from ..backends.base import Backend
 
 __all__ = ["RuntimeOptions", "parse_rates"]
@@ -114,10 +115,8 @@ class RuntimeOptions:
             aux_reuse=_positive_int(aux_reuse, "aux_reuse", "1 = exact"),
         )
 
-    def open(self):
-        """Load the artifacts (seconds: sessions are created and hashes checked). Returns a ``Runtime``."""
-        from .. import Runtime  # the package's public entry; imported here so this module loads first
-
+    def open(self) -> Runtime:
+        """Load the artifacts (seconds: sessions are created and hashes checked)."""
         if not str(self.artifact_dir) or not self.artifact_dir.is_dir():
             raise StableMTLError(
                 f"artifact directory `{self.artifact_dir}` does not exist: pass the directory that "

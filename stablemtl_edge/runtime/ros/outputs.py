@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from ...errors import StableMTLError
 from ...tasks import TaskName, parse_tasks
 from .. import visualize
 from ..prediction import FrameResult, Prediction
@@ -31,6 +32,14 @@ class AlbedoEncoding(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def parse(cls, value: str | AlbedoEncoding) -> AlbedoEncoding:
+        """Case-insensitive lookup (``32fc3`` = ``32FC3``), naming the valid values on failure."""
+        for member in cls:
+            if str(value).strip().lower() == member.value.lower():
+                return member
+        raise StableMTLError(f"unknown albedo encoding `{value}`: choose from {', '.join(m.value for m in cls)}")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pytest
 from skimage import data as skdata
 
 from stablemtl_edge.errors import StableMTLError
+from stablemtl_edge.runtime.preprocess import Layout
 from stablemtl_edge.runtime.ros.image_conversions import (
-    FrameLayout,
     ImageEncoding,
     compressed_to_numpy,
     frame_from_compressed,
@@ -20,10 +20,11 @@ from stablemtl_edge.runtime.ros.image_conversions import (
     numpy_to_image,
 )
 
-HAVE_RCLPY = importlib.util.find_spec("rclpy") is not None and importlib.util.find_spec("sensor_msgs") is not None
+HAVE_RCLPY = all(importlib.util.find_spec(m) is not None for m in ("rclpy", "sensor_msgs"))
 HAVE_ROSBAGS = importlib.util.find_spec("rosbags") is not None
-needs_rclpy = pytest.mark.skipif(not HAVE_RCLPY, reason='rclpy/sensor_msgs not installed: pip install "stablemtl-edge[ros]"')
-needs_rosbags = pytest.mark.skipif(not HAVE_ROSBAGS, reason='rosbags not installed: pip install "stablemtl-edge[ros]"')
+INSTALL = 'pip install "stablemtl-edge[ros]"'
+needs_rclpy = pytest.mark.skipif(not HAVE_RCLPY, reason=f"rclpy/sensor_msgs not installed: {INSTALL}")
+needs_rosbags = pytest.mark.skipif(not HAVE_ROSBAGS, reason=f"rosbags not installed: {INSTALL}")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def _message_types(flavour: str):
     """(Image, CompressedImage, make_header, serialize, deserialize) for one message flavour."""
     if flavour == "rclpy":
         if not HAVE_RCLPY:
-            pytest.skip('rclpy/sensor_msgs not installed: pip install "stablemtl-edge[ros]"')
+            pytest.skip(f"rclpy/sensor_msgs not installed: {INSTALL}")
         from builtin_interfaces.msg import Time
         from rclpy.serialization import deserialize_message, serialize_message
         from sensor_msgs.msg import CompressedImage, Image
@@ -69,7 +70,7 @@ def _message_types(flavour: str):
             lambda raw, cls: deserialize_message(raw, cls),
         )
     if not HAVE_ROSBAGS:
-        pytest.skip('rosbags not installed: pip install "stablemtl-edge[ros]"')
+        pytest.skip(f"rosbags not installed: {INSTALL}")
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
@@ -162,11 +163,11 @@ def test_compressed_png_is_lossless_and_jpeg_close(flavour, photo):
         msg = CompressedImage(header=make_header(3, 4, "cam"), format=fmt, data=data)
         back = deserialize(serialize(msg), CompressedImage)
         pixels, layout = compressed_to_numpy(back)
-        assert layout is FrameLayout.BGR and pixels.shape == bgr.shape
+        assert layout is Layout.BGR and pixels.shape == bgr.shape
         err = np.abs(pixels.astype(int) - bgr.astype(int))
         assert err.mean() <= mean_tol
         frame, layout = frame_from_compressed(back)
-        assert frame.dtype == np.uint8 and layout is FrameLayout.BGR
+        assert frame.dtype == np.uint8 and layout is Layout.BGR
 
 
 def test_compressed_grey_and_16bit_png(photo):
@@ -174,7 +175,7 @@ def test_compressed_grey_and_16bit_png(photo):
     ok, enc = cv2.imencode(".png", grey16)
     msg = _Fields(format="png", data=enc.tobytes())
     pixels, layout = compressed_to_numpy(msg)
-    assert layout is FrameLayout.GRAY
+    assert layout is Layout.GRAY
     _assert_same(pixels, grey16)
     frame, _ = frame_from_compressed(msg)
     _assert_same(frame, (grey16 >> 8).astype(np.uint8))
@@ -187,8 +188,8 @@ def test_compressed_garbage_is_a_clear_error():
 
 @pytest.mark.parametrize(
     "encoding, layout",
-    [("rgb8", FrameLayout.RGB), ("bgr8", FrameLayout.BGR), ("rgba8", FrameLayout.RGBA),
-     ("bgra8", FrameLayout.BGRA), ("mono8", FrameLayout.GRAY), ("mono16", FrameLayout.GRAY)],
+    [("rgb8", Layout.RGB), ("bgr8", Layout.BGR), ("rgba8", Layout.RGBA),
+     ("bgra8", Layout.BGRA), ("mono8", Layout.GRAY), ("mono16", Layout.GRAY)],
 )
 def test_camera_frames_for_the_runtime(encoding, layout, photo):
     arr = _arrays(photo)[ImageEncoding(encoding)]
