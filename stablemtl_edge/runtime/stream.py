@@ -305,6 +305,7 @@ class Stream:
         self._outputs: FrameSlot[StreamItem] = FrameSlot(self.policy)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._done: list[threading.Event] = []
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._ended_by = "running"
@@ -322,10 +323,20 @@ class Stream:
         self.source.open()
         self._t0 = time.perf_counter()
         for name, target in (("capture", self._capture), ("inference", self._infer), ("output", self._output)):
-            t = threading.Thread(target=self._guard, args=(target,), name=f"stablemtl-{name}", daemon=True)
+            done = threading.Event()
+            t = threading.Thread(target=self._guard, args=(target, done), name=f"stablemtl-{name}", daemon=True)
             self._threads.append(t)
-        for t in self._threads:
-            t.start()
+            self._done.append(done)
+        started = 0
+        try:
+            for t in self._threads:
+                t.start()
+                started += 1
+        except BaseException:  # Ctrl-C while starting: the started threads stop, the others never run
+            for ev in self._done[started:]:
+                ev.set()
+            self.stop("interrupted")
+            raise
         return self
 
     def stop(self, reason: str = "stopped") -> None:
@@ -340,10 +351,16 @@ class Stream:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the threads; True when all finished. Re-raises an exception from any of them."""
+        # Waiting on events, not Thread.join: a Ctrl-C that interrupts Thread.join can leave the thread
+        # marked finished while it still runs (CPython gh-90882), and run() must see the real state.
         deadline = None if timeout is None else time.monotonic() + timeout
-        for t in self._threads:
-            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        done = not any(t.is_alive() for t in self._threads)
+        for ev in self._done:
+            ev.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        done = all(ev.is_set() for ev in self._done)
+        if done:
+            for t in self._threads:
+                if t.ident is not None:
+                    t.join()
         if done and self._t1 is None:
             self._t1 = time.perf_counter()
         if done and self._error is not None:
@@ -352,8 +369,8 @@ class Stream:
 
     def run(self) -> StreamStats:
         """Start, wait for the end (Ctrl-C stops cleanly), and return the final statistics."""
-        self.start()
         try:
+            self.start()
             while not self.join(timeout=0.1):
                 pass
         except KeyboardInterrupt:
@@ -364,7 +381,7 @@ class Stream:
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return not all(ev.is_set() for ev in self._done)
 
     # -- statistics --------------------------------------------------------------------------------------
     @property
@@ -390,7 +407,7 @@ class Stream:
         )
 
     # -- threads -----------------------------------------------------------------------------------------
-    def _guard(self, target: Any) -> None:
+    def _guard(self, target: Any, done: threading.Event) -> None:
         try:
             target()
         except BaseException as e:  # re-raised in the caller's thread by join()
@@ -398,6 +415,8 @@ class Stream:
                 if self._error is None:
                     self._error = e
             self.stop("error")
+        finally:
+            done.set()
 
     def _capture(self) -> None:
         period_ns = int(1e9 / self.pace_fps) if self.pace_fps else 0
