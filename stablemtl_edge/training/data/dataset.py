@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import StableMTLError
 from ...sample import Sample
-from ...tasks import TaskName, get_task
+from ...tasks import TaskName, get_task, parse_tasks
 
 __all__ = [
     "SampleSource",
@@ -28,9 +28,21 @@ __all__ = [
     "MixEntry",
     "TaskMixture",
     "official_mixture",
+    "select_tasks",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def select_tasks(tasks: Sequence[str | TaskName] | None, offered: Sequence[str], name: str) -> tuple[str, ...]:
+    """Validate a requested task subset against what a source ``name`` offers (None = all offered)."""
+    if tasks is None:
+        return tuple(offered)
+    keys = tuple(t.key for t in parse_tasks(list(tasks)))
+    bad = [k for k in keys if k not in offered]
+    if bad:
+        raise StableMTLError(f"{name} cannot label {', '.join(bad)}: choose from {', '.join(offered)}")
+    return keys
 
 
 class SampleSource(ABC):

@@ -32,8 +32,8 @@ import numpy as np
 
 from ...errors import StableMTLError
 from ...sample import Label, Sample
-from ...tasks import IGNORE_ID, TaskName, parse_tasks
-from .dataset import Corpus, SampleSource, TaskMixture, official_mixture
+from ...tasks import IGNORE_ID, TaskName
+from .dataset import Corpus, SampleSource, TaskMixture, official_mixture, select_tasks
 from .raycast import (
     Camera,
     Pose,
@@ -570,17 +570,8 @@ class ProceduralSource(SampleSource):
         self.length = int(length)
         self.seed = int(seed)
         self.noise = float(noise)
-        if tasks is None:
-            self._tasks = DOMAIN_TASKS[self._domain]
-        else:
-            keys = tuple(t.key for t in parse_tasks(list(tasks)))
-            bad = [k for k in keys if k not in AVAILABLE_TASKS[self._domain]]
-            if bad:
-                raise StableMTLError(
-                    f"the `{self._domain}` domain cannot label {', '.join(bad)}: "
-                    f"choose from {', '.join(AVAILABLE_TASKS[self._domain])}"
-                )
-            self._tasks = keys
+        self._tasks = (DOMAIN_TASKS[self._domain] if tasks is None else
+                       select_tasks(tasks, AVAILABLE_TASKS[self._domain], f"the `{self._domain}` domain"))
 
     @property
     def domain(self) -> str:
