@@ -294,7 +294,7 @@ def process_bag(
         prefix: namespace of the output topics.
         options: optional topics and encodings.
         storage: storage plugin of the output bag.
-        copy_input: copy the input image topic into the output bag, so it replays on its own.
+        copy_input: copy the processed input messages into the output bag, so it replays on its own.
         overwrite: replace an existing output bag once the new one is complete.
         progress: show a progress bar on stderr.
 
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--albedo-encoding", default=AlbedoEncoding.FLOAT32.value,
                         choices=[a.value for a in AlbedoEncoding], help="encoding of <prefix>/albedo")
     parser.add_argument("--debug", action="store_true", help="also write <prefix>/debug/<task> colour pictures")
-    parser.add_argument("--copy-input", action="store_true", help="copy the input image topic into the output bag")
+    parser.add_argument("--copy-input", action="store_true", help="copy the processed input messages into the output bag")
     parser.add_argument("--storage", default=BagStorage.MCAP.value, choices=[s.value for s in BagStorage],
                         help="storage plugin of the output bag")
     parser.add_argument("--overwrite", action="store_true", help="replace the output bag if it exists")

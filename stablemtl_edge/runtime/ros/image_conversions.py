@@ -207,7 +207,11 @@ def numpy_to_image(
     stored = enc.dtype.newbyteorder(">" if bigendian else "<")
     raw = np.ascontiguousarray(a, dtype=stored).view(np.uint8).reshape(-1)
     height, width = a.shape[:2]
-    data: Any = raw if is_rosbags_type(msg_type) else array.array("B", raw.tobytes())
+    if is_rosbags_type(msg_type):
+        data: Any = raw
+    else:  # rclpy checks every element of anything but array.array('B'); frombytes is one memcpy
+        data = array.array("B")
+        data.frombytes(memoryview(raw))
     return msg_type(
         header=header,
         height=height,

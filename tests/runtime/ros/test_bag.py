@@ -14,16 +14,21 @@ pytest.importorskip("rosbags", reason='rosbags not installed: pip install "stabl
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 
 from stablemtl_edge.errors import StableMTLError  # noqa: E402
+from stablemtl_edge.manifest import Mode  # noqa: E402
+from stablemtl_edge.runtime import Runtime  # noqa: E402
 from stablemtl_edge.runtime.preprocess import Layout  # noqa: E402
+from stablemtl_edge.runtime.ros import bag_main  # noqa: E402
 from stablemtl_edge.runtime.ros.bag import (  # noqa: E402
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
     TYPESTORE,
     BagImageReader,
     PredictionBagWriter,
+    process_bag,
 )
 from stablemtl_edge.runtime.ros.image_conversions import image_to_numpy, numpy_to_image  # noqa: E402
 from stablemtl_edge.runtime.ros.outputs import AlbedoEncoding, OutputOptions, output_topics  # noqa: E402
+from tests.runtime.artifact_zoo import ToyModel  # noqa: E402
 
 Image = TYPESTORE.types[IMAGE_TYPE]
 T0 = 1_700_000_000_000_000_000  # ns
@@ -50,7 +55,8 @@ def write_input_bag(path: Path, frames: list[np.ndarray], *, storage=StoragePlug
     stamps = []
     with Writer(path, version=9, storage_plugin=storage) as writer:
         conn = writer.add_connection(topic, IMAGE_TYPE, typestore=TYPESTORE)
-        comp = writer.add_connection(f"{topic}/compressed", COMPRESSED_IMAGE_TYPE, typestore=TYPESTORE)
+        if extra:
+            comp = writer.add_connection(f"{topic}/compressed", COMPRESSED_IMAGE_TYPE, typestore=TYPESTORE)
         for i, frame in enumerate(frames):
             arr = frame[..., ::-1] if encoding == "bgr8" else frame
             msg = numpy_to_image(arr, encoding, Image, _header(i))
@@ -168,3 +174,72 @@ def test_writer_discards_on_error_and_refuses_to_overwrite(tmp_path):
     assert len(read_bag(out)["/stablemtl/depth/relative"]) == 2
     with pytest.raises(StableMTLError, match="unknown bag storage `zip`: choose from mcap, sqlite3"):
         PredictionBagWriter(tmp_path / "other", topics, storage="zip")
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    """A small real single-stream ONNX artifact directory (all 7 tasks)."""
+    return ToyModel().write(tmp_path_factory.mktemp("toy_single"), Mode.SINGLE)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_process_bag_round_trip_equals_the_runtime_frame_by_frame(tmp_path, artifacts, storage):
+    frames = photo_frames(4)
+    stamps = write_input_bag(tmp_path / "in", frames, encoding="bgr8")
+    with Runtime.from_artifacts(artifacts, tasks="all") as rt:
+        summary = process_bag(tmp_path / "in", tmp_path / "out", rt, topic="/camera/image_raw", storage=storage,
+                              copy_input=True)
+    with Runtime.from_artifacts(artifacts, tasks="all") as direct:
+        expected = [direct.infer(f) for f in frames]  # every frame, in order: nothing dropped offline
+
+    assert summary.frames == 4 and summary.input_topic == "/camera/image_raw"
+    assert list(summary.skipped.values()) == [1]
+    bag = read_bag(tmp_path / "out")
+    assert [s for s, _ in bag["/camera/image_raw"]] == stamps  # the processed input messages, copied
+    for t in output_topics("all"):
+        msgs = bag[f"/stablemtl/{t.name}"]
+        indices = [i for i in range(4) if t.task in expected[i].predictions]
+        assert summary.messages[f"/stablemtl/{t.name}"] == len(msgs) == len(indices)
+        assert [s for s, _ in msgs] == [stamps[i] for i in indices], t.name  # bag timestamps preserved
+        for (_, msg), i in zip(msgs, indices):
+            assert msg.encoding == t.encoding.value
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (_header(i).stamp.sec, _header(i).stamp.nanosec)
+            value, want = image_to_numpy(msg), t.convert(expected[i].predictions[t.task].value)
+            assert value.shape == want.shape and value.shape[:2] == frames[i].shape[:2]
+            if value.dtype == np.float32:
+                np.testing.assert_allclose(value, want, atol=1e-5, err_msg=t.name)
+            else:
+                assert np.mean(value != want) < 1e-3, t.name
+    assert len(bag["/stablemtl/optical_flow"]) == 3  # no flow on the first frame
+
+
+def test_rates_write_each_prediction_once_with_its_own_frame(tmp_path, artifacts):
+    frames = photo_frames(5)
+    stamps = write_input_bag(tmp_path / "in", frames, extra=False)
+    with Runtime.from_artifacts(artifacts, tasks="depth,semantic", rates={"semantic": 2}) as rt:
+        process_bag(tmp_path / "in", tmp_path / "out", rt, options=OutputOptions(semantic_color=False))
+    bag = read_bag(tmp_path / "out")
+    assert [s for s, _ in bag["/stablemtl/depth/relative"]] == stamps
+    assert [s for s, _ in bag["/stablemtl/semantic"]] == stamps[::2]
+    assert set(bag) == {"/stablemtl/depth/relative", "/stablemtl/semantic"}
+
+
+def test_command_line(tmp_path, artifacts, capsys):
+    write_input_bag(tmp_path / "in", photo_frames(2), extra=False)
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--artifacts", str(artifacts), "--tasks", "depth,normal",
+            "--debug", "--storage", "sqlite3", "--prefix", "/pred"]
+    assert bag_main(args) == 0
+    out = capsys.readouterr().out
+    assert "/pred/depth/relative  2" in out and "/pred/debug/normal" in out and "2 frames of /camera/image_raw" in out
+    assert set(read_bag(tmp_path / "out")) == {"/pred/normal", "/pred/debug/normal", "/pred/depth/relative",
+                                                "/pred/debug/depth"}
+
+    assert bag_main(args) == 1  # the output exists
+    assert capsys.readouterr().err.startswith("error: output bag")
+    assert bag_main([str(tmp_path / "none"), str(tmp_path / "o2"), "--artifacts", str(artifacts)]) == 1
+    assert "is not a ROS 2 bag" in capsys.readouterr().err
+    assert bag_main(args[:2] + ["--artifacts", str(tmp_path / "nothing"), "--overwrite"]) == 1
+    assert "artifact directory" in capsys.readouterr().err
+    assert bag_main(args[:4] + ["--tasks", "depth", "--rates", "depth=2", "--overwrite"]) == 1
+    assert "must read task:N" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

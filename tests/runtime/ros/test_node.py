@@ -211,3 +211,144 @@ def _arrived(boxes: dict[str, list], name: str, header: Header) -> bool:
 
 def _value(status, key: str) -> str | None:
     return next((kv.value for kv in status.values if kv.key == key), None)
+
+
+def test_a_faster_publisher_makes_the_node_drop_not_queue(ros, artifacts):
+    """Frames arrive faster than inference: the newest frame wins, older ones are counted as dropped."""
+    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["all"]))
+    depth = ros.listen("/stablemtl/depth/relative")
+    pub = ros.helper.create_publisher(Image, "/image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    wait_for(lambda: pub.get_subscription_count() >= 1, what="the node's subscription")
+    wait_for(lambda: ros.helper.count_publishers("/stablemtl/depth/relative") >= 1, what="the depth publisher")
+
+    # 480 x 640 frames: inference, letterbox restore and publishing 9 topics take far longer per frame than
+    # publishing one input message, so the publisher outruns the node.
+    frames = photo_frames(4, (480, 640))
+    messages = [numpy_to_image(frames[i % 4], "rgb8", Image, stamp(i)) for i in range(40)]
+    for msg in messages:
+        pub.publish(msg)
+        time.sleep(0.002)
+
+    def settled() -> bool:
+        s = node.statistics()
+        return s.received > 0 and s.processed + s.dropped + s.skipped + s.errors == s.received
+    wait_for(settled, what="the node to finish the frame in flight")
+    time.sleep(0.3)  # nothing else is on the way: the counts stay
+    assert settled()
+    stats = node.statistics()
+    assert stats.errors == 0 and stats.skipped == 0
+    assert stats.dropped >= 1, stats  # frames were replaced in the slot, not queued
+    assert stats.processed < stats.received <= len(messages)
+    # Latest wins: the last frame sent is the last one processed, and outputs come in stamp order.
+    wait_for(lambda: _arrived({"d": depth}, "d", stamp(len(messages) - 1)), what="the newest frame's depth")
+    secs = [m.header.stamp.sec for m in depth]
+    assert secs == sorted(secs) and len(secs) == len(set(secs)) <= stats.processed
+    assert stats.latency_max_ms >= stats.service_mean_ms > 0
+    print(f"\nfast publisher: {stats}")
+
+
+def test_compressed_input(ros, artifacts):
+    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["depth", "semantic"], compressed=True,
+                                input_topic="camera/image_raw", semantic_color=False))
+    boxes = {n: ros.listen(f"/stablemtl/{n}") for n in ("depth/relative", "semantic")}
+    pub = ros.helper.create_publisher(CompressedImage, "/camera/image_raw/compressed", QoSProfile(depth=10))
+    wait_for(lambda: pub.get_subscription_count() >= 1, what="the node's subscription")
+    wait_for(lambda: ros.helper.count_publishers("/stablemtl/semantic") >= 1, what="outputs")
+    assert ros.helper.count_publishers("/stablemtl/semantic/color") == 0
+
+    frame = photo_frames(1)[0]
+    ok, png = cv2.imencode(".png", frame[..., ::-1])
+    pub.publish(CompressedImage(header=stamp(5), format="png", data=png.tobytes()))
+    wait_for(lambda: all(boxes.values()), what="outputs of the compressed frame")
+    with Runtime.from_artifacts(artifacts, tasks=["depth", "semantic"]) as direct:
+        want = direct.infer(frame)
+    assert same_stamp(boxes["depth/relative"][0].header, stamp(5))
+    np.testing.assert_allclose(image_to_numpy(boxes["depth/relative"][0]), want["depth"], atol=1e-5)
+    assert boxes["semantic"][0].encoding == "mono8"
+    assert np.mean(image_to_numpy(boxes["semantic"][0]) != want["semantic"]) < 1e-3
+    assert node.statistics().processed == 1
+
+
+def test_parameters_are_validated_and_locked_while_in_use(ros, artifacts):
+    with pytest.raises(InvalidParameterValueException, match="unknown task `sky`: valid tasks are normal"):
+        make_node(ros, tasks=["depth", "sky"])
+    with pytest.raises(InvalidParameterValueException, match="rate of `semantic` must be an integer >= 1"):
+        make_node(ros, **{"rates.semantic": 0})
+
+    node = ros.add(make_node(ros))
+    refused = node.set_parameters([Parameter("mode", value="triple")])[0]
+    assert not refused.successful and "unknown mode `triple`: choose from single, multi" in refused.reason
+    refused = node.set_parameters([Parameter("input_qos", value="fast")])[0]
+    assert not refused.successful and "choose from sensor_data, reliable" in refused.reason
+    refused = node.set_parameters([Parameter("albedo_encoding", value="rgba8")])[0]
+    assert not refused.successful and "choose from 32FC3, rgb8" in refused.reason
+
+    # Unconfigured and no artifact directory: configure fails with the reason, the node stays usable.
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.set_parameters([Parameter("artifact_dir", value=str(artifacts / "nope"))])[0].successful
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.set_parameters([Parameter("artifact_dir", value=str(artifacts))])[0].successful
+    assert node.set_parameters([Parameter("tasks", value="depth,normal")])[0].successful  # a string works too
+    assert node.set_parameters([Parameter("rates.normal", value=2)])[0].successful
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.settings().runtime.tasks == ("normal", "depth")
+    assert node.settings().runtime.rates == {"normal": 2}
+
+    locked = node.set_parameters([Parameter("tasks", value=["semantic"])])[0]
+    assert not locked.successful and "`tasks` is read when the node is configured" in locked.reason
+    assert node.set_parameters([Parameter("input_topic", value="cam")])[0].successful  # read at activate
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    wait_for(lambda: ros.helper.count_subscribers("/cam") >= 1, what="the subscription on the new topic")
+    locked = node.set_parameters([Parameter("input_topic", value="other")])[0]
+    assert not locked.successful and "deactivate" in locked.reason
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    wait_for(lambda: ros.helper.count_subscribers("/cam") == 0, what="the subscription to go")
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.set_parameters([Parameter("tasks", value=["semantic"])])[0].successful
+
+
+def _run_main(args: list[str], env_extra: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(next(_DOMAINS)),
+           "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    code = "import sys; from stablemtl_edge.runtime.ros import main; sys.exit(main(sys.argv))"
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def test_main_runs_until_ctrl_c_and_exits_cleanly(artifacts):
+    proc = _run_main(["--ros-args", "-p", f"artifact_dir:={artifacts}", "-p", "tasks:=[depth]"])
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("active:" in line for line in lines), what="the node to become active")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        proc.kill()
+    reader.join(timeout=5)
+    text = "".join(lines)
+    assert "Traceback" not in text and "/stablemtl/{depth/relative}" in text
+
+
+def test_main_reports_user_mistakes_in_one_line():
+    proc = _run_main(["--ros-args", "-p", "mode:=triple"])
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 1 and "error:" in err and "choose from single, multi" in err and "Traceback" not in err
+    proc = _run_main([])  # no artifact directory
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 1 and "the `artifact_dir` parameter is not set" in err and "Traceback" not in err
+
+
+def test_without_ros_the_entry_point_names_the_extra_and_the_rest_imports():
+    """In a process where rclpy and rosbags cannot be imported."""
+    code = (
+        "import sys; sys.modules['rclpy'] = None; sys.modules['rosbags'] = None\n"
+        "import stablemtl_edge.runtime, stablemtl_edge.runtime.ros.image_conversions, stablemtl_edge.runtime.ros.outputs\n"
+        "from stablemtl_edge.runtime.ros import main, bag_main\n"
+        "sys.exit(10 * main(['stablemtl-ros']) + bag_main(['in', 'out', '--artifacts', 'x']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, capture_output=True, timeout=60)
+    assert proc.returncode == 11, proc.stderr
+    assert proc.stderr.count('pip install "stablemtl-edge[ros]"') == 2 and "Traceback" not in proc.stderr
+    assert "`rclpy` is not installed" in proc.stderr and "`rosbags` is not installed" in proc.stderr
