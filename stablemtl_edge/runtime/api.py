@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import cv2
 import numpy as np
 
 from ..errors import StableMTLError
@@ -30,6 +31,7 @@ from .scheduler import Scheduler
 __all__ = ["Runtime"]
 
 _EPS = 1e-6
+_SUM3 = np.ones((1, 3), np.float32)  # cv2.transform: per-pixel channel sum
 _STAGES = ("preprocess", "encoder", "unet", "unet_main", "decoder", "postprocess", "total")
 
 
@@ -266,12 +268,14 @@ class Runtime:
     def _finish(self, key: str, image: np.ndarray, box: Letterbox) -> np.ndarray:
         """Decoded image ``(3, H, W)`` -> the task's value at the camera's resolution."""
         spec = get_task(key)
-        value = spec.codec.decode(image.transpose(1, 2, 0))  # (H, W, C) task units
+        value = spec.codec.decode(box.crop(image.transpose(1, 2, 0)))  # (h, w, C) task units, padding cut
         if spec.name is TaskName.SEMANTIC:
-            return box.restore(value, nearest=True)
-        value = box.restore(value)
-        if spec.name is TaskName.NORMAL and not box.identity:
-            value = value / np.maximum(np.linalg.norm(value, axis=2, keepdims=True), _EPS)
+            return box.resize_back(value, nearest=True)
+        value = box.resize_back(value)
+        if spec.name is TaskName.NORMAL and box.resampled:  # bilinear blending shortens the vectors
+            norm = cv2.sqrt(cv2.transform(value * value, _SUM3)).reshape(value.shape[:2])  # (H, W)
+            np.maximum(norm, _EPS, out=norm)
+            value /= norm[..., None]
         return value
 
     def reset(self) -> None:

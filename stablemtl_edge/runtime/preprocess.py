@@ -127,23 +127,33 @@ class Letterbox:
             inner, 0, self.height - self.inner_h, 0, self.width - self.inner_w, cv2.BORDER_REPLICATE
         )
 
-    def restore(self, value: np.ndarray, nearest: bool = False) -> np.ndarray:
-        """A prediction at ``(height, width[, C])`` -> cropped and resized to ``(src_h, src_w[, C])``.
+    @property
+    def resampled(self) -> bool:
+        """True when predictions are resized on the way back (not only cropped)."""
+        return (self.inner_h, self.inner_w) != (self.src_h, self.src_w)
+
+    def crop(self, value: np.ndarray) -> np.ndarray:
+        """``(height, width, ...)`` -> the resized frame's region ``(inner_h, inner_w, ...)`` (a view)."""
+        return value[: self.inner_h, : self.inner_w]
+
+    def resize_back(self, value: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """A cropped ``(inner_h, inner_w[, C])`` array -> ``(src_h, src_w[, C])``.
 
         Args:
-            value: float32 or uint8 array, channels last.
+            value: float32 or uint8 array, channels last (at most 4 channels).
             nearest: nearest-neighbour resampling (class ids); otherwise bilinear.
         """
-        if self.identity:
-            return value
-        inner = value[: self.inner_h, : self.inner_w]
-        if (self.inner_h, self.inner_w) == (self.src_h, self.src_w):
-            return np.ascontiguousarray(inner)
+        if not self.resampled:
+            return value if value.flags.c_contiguous else np.ascontiguousarray(value)
         out = cv2.resize(
-            np.ascontiguousarray(inner),
-            (self.src_w, self.src_h),
-            interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+            value, (self.src_w, self.src_h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
         )
         if value.ndim == 3 and out.ndim == 2:  # OpenCV drops a trailing channel axis of size 1
             out = out[..., None]
         return out
+
+    def restore(self, value: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """A prediction at ``(height, width[, C])`` -> cropped and resized to ``(src_h, src_w[, C])``."""
+        if self.identity:
+            return value
+        return self.resize_back(self.crop(value), nearest)

@@ -93,8 +93,11 @@ class Scheduler:
             if len(manifest.features) == 0:
                 raise StableMTLError("the manifest lists no feature taps: it is not a multi-stream artifact")
             shapes = [(f.tokens((h, w)), f.channels) for f in manifest.features]
-            self._stack = [np.zeros((1, NUM_TASKS) + s, np.float32) for s in shapes]  # [1,7,N_l,C_l]
-            self._tiled = [np.zeros((NUM_TASKS, NUM_TASKS) + s, np.float32) for s in shapes]  # [7,7,N_l,C_l]
+            # Row 0 of each tiled buffer is the stacked features (1, 7, N_l, C_l); rows 1.. repeat it for
+            # the other main tasks (the contract feeds (k, 7, N_l, C_l)).
+            k_max = len(self.tasks)
+            self._tiled = [np.zeros((k_max, NUM_TASKS) + s, np.float32) for s in shapes]  # [k,7,N_l,C_l]
+            self._stack = [t[:1] for t in self._tiled]  # [1,7,N_l,C_l] views
             self._feat_names = tuple(feature_name(f.index) for f in manifest.features)
             self._aux_names = tuple(aux_feature_name(f.index) for f in manifest.features)
             self._aux_outputs = _LATENT + self._feat_names
@@ -110,7 +113,7 @@ class Scheduler:
         self._last_run: dict[int, int] = {}
         self._aux_frame = -(10**9)
         self._aux_slots: frozenset[int] = frozenset()
-        self._tiled_rows = 0  # rows of self._tiled that hold the current stack
+        self._tiled_rows = 1  # leading rows of self._tiled that hold the current stack
 
     def due(self, frame_index: int, have_prev: bool) -> tuple[TaskSpec, ...]:
         """Tasks to compute at ``frame_index``: rate reached, and flows only when a previous frame exists."""
@@ -208,8 +211,8 @@ class Scheduler:
             self._auxiliary(z, pair, idx, frame_index, timings)
             k = len(idx)
             if self._tiled_rows < k:
-                for stack, tiled in zip(self._stack, self._tiled):
-                    tiled[:k] = stack  # [k,7,N_l,C_l]
+                for tiled in self._tiled:
+                    tiled[self._tiled_rows : k] = tiled[0]  # [k,7,N_l,C_l]
                 self._tiled_rows = k
             feed = {"sample": self._fill(self._sample, idx, z, pair), "task_id": task_id}
             for name, tiled in zip(self._aux_names, self._tiled):
@@ -241,5 +244,5 @@ class Scheduler:
             stack[0, list(aux)] = feat  # canonical slots
         self._aux_slots = slots
         self._aux_frame = frame_index if frame_index is not None else -(10**9)
-        self._tiled_rows = 0
+        self._tiled_rows = 1
 
