@@ -242,7 +242,8 @@ class StableMTLNode(LifecycleNode):
         changes = {p.name: p.value for p in params if p.name in PARAMETERS}
         for name in changes:
             when = PARAMETERS[name].when
-            if (when == "configure" and self._runtime is not None) or (when == "activate" and self._subscription):
+            in_use = self._runtime if when == "configure" else self._subscription
+            if in_use is not None:
                 state = "configured" if when == "configure" else "active"
                 undo = "deactivate and clean up" if when == "configure" else "deactivate"
                 return SetParametersResult(
@@ -335,6 +336,12 @@ class StableMTLNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        """Stop the worker and release the runtime whatever the state, then destroy the node."""
+        self._stop_input()
+        self._release()
+        super().destroy_node()
+
     def _stop_input(self) -> None:
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
@@ -372,6 +379,8 @@ class StableMTLNode(LifecycleNode):
             try:
                 self._process(*item)
             except Exception:  # our bug: keep its traceback in the log and keep serving frames
+                if not self.context.ok():
+                    return  # ROS is shutting down (Ctrl-C) while a frame was in flight
                 with self._lock:
                     self._errors += 1
                 self.get_logger().error(f"inference failed:\n{traceback.format_exc()}")

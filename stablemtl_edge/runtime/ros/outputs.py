@@ -180,7 +180,13 @@ class FreshPredictions(Generic[Meta]):
         self._sent: dict[str, int] = {}
 
     def add_frame(self, frame_index: int, meta: Meta) -> None:
-        """Remember the input metadata of the frame the runtime numbered ``frame_index``."""
+        """Remember the input metadata of the frame the runtime numbered ``frame_index``.
+
+        An index that does not grow means the runtime restarted its stream (a new frame size, ``reset()``):
+        everything from the old stream is forgotten.
+        """
+        if self._meta and frame_index <= next(reversed(self._meta)):
+            self.reset()
         self._meta[frame_index] = meta
         while len(self._meta) > self._history:
             self._meta.popitem(last=False)
