@@ -100,7 +100,7 @@ class Scheduler:
             self._stack = [t[:1] for t in self._tiled]  # [1,7,N_l,C_l] views
             self._feat_names = tuple(feature_name(f.index) for f in manifest.features)
             self._aux_names = tuple(aux_feature_name(f.index) for f in manifest.features)
-            self._aux_outputs = _LATENT + self._feat_names
+            self._aux_outputs = self._feat_names  # the auxiliary latents are not needed
         self.counters = dict.fromkeys(COUNTER_KEYS, 0)
         self.reset()
 
@@ -111,7 +111,7 @@ class Scheduler:
         self._have_prev = False
         self._cur = 0
         self._last_run: dict[int, int] = {}
-        self._aux_frame = -(10**9)
+        self._aux_frame: int | None = None  # stream frame of the cached auxiliary features
         self._aux_slots: frozenset[int] = frozenset()
         self._tiled_rows = 1  # leading rows of self._tiled that hold the current stack
 
@@ -166,11 +166,7 @@ class Scheduler:
         if image2 is not None:
             pair = (z1, self._encode(image2, timings))
         due = tuple(t for t in self.tasks if t.frames == 1 or pair is not None)
-        # a stateless call always recomputes the auxiliary features
-        self._aux_frame = -(10**9)
-        out = self._run(z1, pair, due, None, timings)
-        self._aux_frame = -(10**9)
-        return out
+        return self._run(z1, pair, due, None, timings)  # frame_index None: fresh auxiliary features
 
     # -- passes ------------------------------------------------------------------------------------------
     def _call(self, component: Component, feed: dict[str, np.ndarray], rows: int, timings: dict[str, float],
@@ -225,7 +221,9 @@ class Scheduler:
                    frame_index: int | None, timings: dict[str, float]) -> None:
         """Make ``self._stack`` hold the auxiliary features the main tasks ``main`` attend to."""
         slots = frozenset(range(NUM_TASKS)) if len(main) >= 2 else frozenset(range(NUM_TASKS)) - {main[0]}
-        fresh = frame_index is not None and frame_index - self._aux_frame < self.aux_reuse
+        fresh = (
+            frame_index is not None and self._aux_frame is not None and frame_index - self._aux_frame < self.aux_reuse
+        )
         if fresh and slots <= self._aux_slots:
             return
         aux = tuple(sorted(slots))
@@ -243,6 +241,6 @@ class Scheduler:
                 stack[0] = 0.0
             stack[0, list(aux)] = feat  # canonical slots
         self._aux_slots = slots
-        self._aux_frame = frame_index if frame_index is not None else -(10**9)
+        self._aux_frame = frame_index  # None after a stateless call: the stream recomputes next frame
         self._tiled_rows = 1
 
