@@ -163,7 +163,7 @@ class Scheduler:
         self.counters["frames"] += 1
         z1 = self._encode(image1, timings).copy()
         pair = None
-        if image2 is not None:
+        if image2 is not None and (self._uses_pairs or self.mode is Mode.MULTI):  # else frame 2 is unused
             pair = (z1, self._encode(image2, timings))
         due = tuple(t for t in self.tasks if t.frames == 1 or pair is not None)
         return self._run(z1, pair, due, None, timings)  # frame_index None: fresh auxiliary features
