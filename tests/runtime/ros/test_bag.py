@@ -243,3 +243,13 @@ def test_command_line(tmp_path, artifacts, capsys):
     assert bag_main(args[:4] + ["--tasks", "depth", "--rates", "depth=2", "--overwrite"]) == 1
     assert "must read task:N" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_the_documented_python_example_runs(tmp_path, artifacts, monkeypatch, capsys):
+    write_input_bag(tmp_path / "recording", photo_frames(2), topic="/camera/color/image_raw", extra=False)
+    text = (Path(__file__).resolve().parents[3] / "docs" / "ros2.md").read_text()
+    block = next(b.split("```", 1)[0] for b in text.split("```python\n")[1:] if "process_bag(" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(block.replace('"artifacts/small"', repr(str(artifacts))), {})  # noqa: S102 - our own documentation
+    assert capsys.readouterr().out.startswith("2 {")
+    assert set(read_bag(tmp_path / "predictions")) == {f"/stablemtl/{t.name}" for t in output_topics("all")}

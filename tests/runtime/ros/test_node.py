@@ -352,3 +352,39 @@ def test_without_ros_the_entry_point_names_the_extra_and_the_rest_imports():
     assert proc.returncode == 11, proc.stderr
     assert proc.stderr.count('pip install "stablemtl-edge[ros]"') == 2 and "Traceback" not in proc.stderr
     assert "`rclpy` is not installed" in proc.stderr and "`rosbags` is not installed" in proc.stderr
+
+
+def _doc_block(containing: str) -> str:
+    text = (REPO / "docs" / "ros2.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    return next(b for b in blocks if containing in b)
+
+
+def test_the_documented_embedding_example_runs(ros, artifacts):
+    namespace: dict = {}
+    exec(_doc_block("class DepthNode"), namespace)  # noqa: S102 - our own documentation
+    node = ros.add(namespace["DepthNode"](artifacts=str(artifacts), context=ros.context))
+    box = ros.listen("/depth/relative")
+    pub = ros.helper.create_publisher(Image, "/image", QoSProfile(depth=10))
+    wait_for(lambda: pub.get_subscription_count() >= 1 and ros.helper.count_publishers("/depth/relative") >= 1,
+             what="the example node")
+    frame = photo_frames(1)[0]
+    pub.publish(numpy_to_image(frame, "rgb8", Image, stamp(7)))
+    wait_for(lambda: len(box) == 1, what="the example's depth")
+    with Runtime.from_artifacts(artifacts, tasks=["depth"]) as direct:
+        np.testing.assert_allclose(image_to_numpy(box[0]), direct.infer(frame)["depth"], atol=1e-5)
+    assert same_stamp(box[0].header, stamp(7))
+    node.runtime.close()
+
+
+def test_the_docs_list_every_parameter_and_topic():
+    from stablemtl_edge.runtime.ros.node import PARAMETERS
+
+    text = (REPO / "docs" / "ros2.md").read_text()
+    for name in PARAMETERS:
+        assert f"`{name}`" in text or name.startswith("rates."), name
+    assert "`rates.normal` ... `rates.shading`" in text
+    for t in output_topics("all", OutputOptions(debug=True)):
+        assert f"`~/{t.name}`" in text or t.name.startswith("debug/"), t.name
+        assert f"| {t.encoding.value}" in text or t.name.startswith("debug/") or t.name == "albedo"
+    assert "`~/debug/<task>`" in text and 'pip install "stablemtl-edge[ros]"' in text
