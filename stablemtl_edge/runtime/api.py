@@ -258,7 +258,8 @@ class Runtime:
                 raise StableMTLError(f"`frame2` has shape {rgb2.shape} but `frame1` has {rgb1.shape}; they must match")
         elif flows:
             raise StableMTLError(
-                f"tasks {', '.join(flows)} need two frames: pass `frame2` (the next frame), or leave them out of `tasks`"
+                f"tasks {', '.join(flows)} need two frames: pass `frame2` (the next frame), "
+                "or leave them out of `tasks`"
             )
         box = Letterbox.fit(rgb1.shape[:2], self.resolution)
         timings: dict[str, float] = {}

@@ -171,7 +171,7 @@ def test_matching_engine_is_found(cache_dir):
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"tensorrt_version": "10.7.0"}, r"built for TensorRT 10.7.0 on Orin \(sm 8.7\), this is TensorRT 10.3.0 on Orin"),
+        ({"tensorrt_version": "10.7.0"}, r"built for TensorRT 10.7.0 on Orin \(sm 8.7\), this is TensorRT 10.3.0"),
         ({"gpu_name": "RTX 4090", "compute_capability": "8.9"}, r"built for TensorRT 10.3.0 on RTX 4090 \(sm 8.9\)"),
         ({"onnx_sha256": "0" * 64}, r"was built from another ONNX file"),
         ({"profile": {"height": 1}}, r"was built for another shape profile"),

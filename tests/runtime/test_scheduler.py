@@ -173,8 +173,10 @@ def test_multi_stream_flows_use_one_shared_auxiliary_call(toy, multi_dir):
     assert np.abs(res["optical_flow"] - pair["optical_flow"]).max() > 1e-3
 
 
-@pytest.mark.parametrize(("mode", "tasks", "encodes"), [("single", ["depth"], 1), ("single", ["depth", "optical_flow"], 2),
-                                                        ("multi", ["depth"], 2)])
+@pytest.mark.parametrize(
+    ("mode", "tasks", "encodes"),
+    [("single", ["depth"], 1), ("single", ["depth", "optical_flow"], 2), ("multi", ["depth"], 2)],
+)
 def test_predict_encodes_frame2_only_when_a_stream_reads_it(multi_dir, mode, tasks, encodes):
     a, b = frames(2, seed=31)
     with Runtime.from_artifacts(multi_dir, tasks=tasks, mode=mode) as rt:

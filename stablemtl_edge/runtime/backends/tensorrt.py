@@ -33,7 +33,14 @@ from ...manifest import Component, ComponentEntry, Manifest, Precision, file_sha
 from . import cuda
 from .base import BaseRunner
 
-__all__ = ["EngineEnvironment", "CachedEngine", "load_engine_for", "find_engines", "engines_available", "TensorRTRunner"]
+__all__ = [
+    "EngineEnvironment",
+    "CachedEngine",
+    "load_engine_for",
+    "find_engines",
+    "engines_available",
+    "TensorRTRunner",
+]
 
 ENGINES_DIR = "engines"
 ENGINE_FILE = "engine.plan"
@@ -44,7 +51,19 @@ def _trt() -> ModuleType:
     try:
         return importlib.import_module("tensorrt")
     except ImportError:
-        raise MissingDependencyError("tensorrt", "gpu", "the TensorRT backend (JetPack or NVIDIA's pip index)") from None
+        raise MissingDependencyError(
+            "tensorrt", "gpu", "the TensorRT backend (JetPack or NVIDIA's pip index)"
+        ) from None
+
+
+def _numpy_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
+    """numpy dtype of a TensorRT tensor type (the I/O types our graphs use)."""
+    table = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
+             "INT64": np.int64, "BOOL": np.bool_}
+    for name, np_type in table.items():
+        if getattr(trt.DataType, name, None) == dtype:
+            return np.dtype(np_type)
+    raise StableMTLError(f"TensorRT tensor type {dtype} has no numpy equivalent; rebuild the engine with fp32 I/O")
 
 
 @dataclass(frozen=True)
@@ -180,6 +199,8 @@ class TensorRTRunner(BaseRunner):
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._graphs: dict[tuple, cuda.GraphExec] = {}
         self._inputs_order: list[str] = []
+        self._logger: Any = None
+        self._runtime: Any = None
 
     def describe(self) -> str:
         graphs = ", CUDA graphs" if self.cuda_graphs else ""
@@ -191,9 +212,10 @@ class TensorRTRunner(BaseRunner):
         env = self.environment or EngineEnvironment.probe(self.device)
         cached = load_engine_for(self.manifest_dir, self.entry.component, self.entry.precision, env)
         self.engine_path = cached.plan
-        logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
-        engine = runtime.deserialize_cuda_engine(cached.plan.read_bytes())
+        # The logger and runtime must outlive the engine: keep references.
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(cached.plan.read_bytes())
         if engine is None:
             raise StableMTLError(
                 f"TensorRT could not deserialize `{cached.plan}` (see its log above); rebuild the engine"
@@ -212,7 +234,7 @@ class TensorRTRunner(BaseRunner):
             max_shape = tuple(engine.get_tensor_profile_shape(name, 0)[2])
             context.set_input_shape(name, max_shape)
         for name in names:
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            dtype = _numpy_dtype(trt, engine.get_tensor_dtype(name))
             shape = tuple(context.get_tensor_shape(name))
             nbytes = int(np.prod(shape)) * dtype.itemsize
             self._dtype[name] = dtype
@@ -268,6 +290,7 @@ class TensorRTRunner(BaseRunner):
         self._shapes.clear()
         self._context = None
         self._engine = None
+        self._runtime = None
         if self._stream is not None:
             self._stream.close()
             self._stream = None
