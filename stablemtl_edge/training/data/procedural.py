@@ -127,7 +127,7 @@ def parse_split(split: str | Split) -> Split:
 
 def srgb_encode(linear: np.ndarray) -> np.ndarray:
     """Linear [0, 1] -> display values in [0, 1] (gamma 1/2.2, the tone map of the generated frames)."""
-    return np.power(np.clip(linear, 0.0, 1.0), 1.0 / GAMMA)
+    return np.power(np.clip(linear, 0.0, 1.0), np.asarray(1.0 / GAMMA, dtype=np.asarray(linear).dtype))
 
 
 def srgb_decode(display: np.ndarray) -> np.ndarray:
@@ -439,9 +439,9 @@ def _linear_image(scene: Scene, hits) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _to_uint8(linear: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
-    display = srgb_encode(linear)
+    display = srgb_encode(linear.astype(np.float32))
     if noise > 0:
-        display = display + rng.normal(0.0, noise, display.shape)
+        display = display + rng.normal(0.0, noise, display.shape).astype(np.float32)
     return np.clip(np.rint(display * 255.0), 0, 255).astype(np.uint8)
 
 
