@@ -34,7 +34,8 @@ try:
     from rosbags.typesys import Stores, get_typestore
     from tqdm import tqdm
 except ModuleNotFoundError as exc:  # a robot image without the extra
-    raise MissingDependencyError((exc.name or "rosbags").split(".")[0], "ros", "reading and writing ROS 2 bags") from exc
+    missing = (exc.name or "rosbags").split(".")[0]
+    raise MissingDependencyError(missing, "ros", "reading and writing ROS 2 bags") from exc
 
 __all__ = [
     "IMAGE_TYPE",
@@ -365,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--albedo-encoding", default=AlbedoEncoding.FLOAT32.value,
                         choices=[a.value for a in AlbedoEncoding], help="encoding of <prefix>/albedo")
     parser.add_argument("--debug", action="store_true", help="also write <prefix>/debug/<task> colour pictures")
-    parser.add_argument("--copy-input", action="store_true", help="copy the processed input messages into the output bag")
+    parser.add_argument("--copy-input", action="store_true",
+                        help="copy the processed input messages into the output bag")
     parser.add_argument("--storage", default=BagStorage.MCAP.value, choices=[s.value for s in BagStorage],
                         help="storage plugin of the output bag")
     parser.add_argument("--overwrite", action="store_true", help="replace the output bag if it exists")

@@ -33,6 +33,7 @@ from typing import Any
 from ...errors import MissingDependencyError, StableMTLError
 from ...manifest import Mode, Precision, parse_enum
 from ...tasks import TASK_NAMES
+from ..api import Runtime
 from ..backends.base import Backend
 from ..stream import DropPolicy, FrameSlot, LatencyWindow
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
@@ -49,12 +50,14 @@ try:
     from rclpy.lifecycle import Publisher, State, TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.subscription import Subscription
+    from rclpy.timer import Timer
     from rclpy.utilities import remove_ros_args
     from sensor_msgs.msg import CompressedImage, Image
 except ModuleNotFoundError as exc:  # a robot image without the extra
     raise MissingDependencyError((exc.name or "rclpy").split(".")[0], "ros", "the stablemtl-ros node") from exc
 
-__all__ = ["InputQoS", "NodeSettings", "NodeStatistics", "StableMTLNode", "PARAMETERS", "OUTPUT_QOS", "main"]
+__all__ = ["InputQoS", "ReadAt", "NodeSettings", "NodeStatistics", "StableMTLNode", "PARAMETERS", "OUTPUT_QOS", "main"]
 
 
 class InputQoS(str, enum.Enum):
@@ -87,35 +90,48 @@ OUTPUT_QOS = QoSProfile(
 )
 
 
+class ReadAt(str, enum.Enum):
+    """The transition that reads a parameter; while its effect is in use the parameter cannot change."""
+
+    CONFIGURE = "configure"  #: locked while configured (runtime and publishers exist)
+    ACTIVATE = "activate"  #: locked while active (the subscription exists)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class _Param:
+    """One ROS parameter: default (which fixes its type unless ``dynamic``), help text, when it is read."""
+
     default: Any
     description: str
-    when: str  # "configure": read when configuring; "activate": read when activating
+    read_at: ReadAt
     dynamic: bool = False
 
 
 # name -> declaration; the single source for declaration, validation, --help and docs/ros2.md.
+_C, _A = ReadAt.CONFIGURE, ReadAt.ACTIVATE
 PARAMETERS: dict[str, _Param] = {
-    "artifact_dir": _Param("", "artifact directory written by stablemtl-export (holds manifest.json)", "configure"),
-    "tasks": _Param(["all"], f"tasks to run: `all` or a list of {', '.join(TASK_NAMES)}", "configure", dynamic=True),
-    "mode": _Param(Mode.SINGLE.value, "single (one UNet pass per task) or multi (multi-stream)", "configure"),
-    "backend": _Param(Backend.AUTO.value, "auto, onnxruntime or tensorrt", "configure"),
-    "precision": _Param(Precision.FP32.value, "fp32, fp16 or int8 (which exported graphs to load)", "configure"),
-    "providers": _Param("", "comma-separated onnxruntime providers; empty = best available", "configure"),
+    "artifact_dir": _Param("", "artifact directory written by stablemtl-export (holds manifest.json)", _C),
+    "tasks": _Param(["all"], f"tasks to run: `all` or a list of {', '.join(TASK_NAMES)}", _C, dynamic=True),
+    "mode": _Param(Mode.SINGLE.value, "single (one UNet pass per task) or multi (multi-stream)", _C),
+    "backend": _Param(Backend.AUTO.value, "auto, onnxruntime or tensorrt", _C),
+    "precision": _Param(Precision.FP32.value, "fp32, fp16 or int8 (which exported graphs to load)", _C),
+    "providers": _Param("", "comma-separated onnxruntime providers; empty = best available", _C),
     **{
-        f"rates.{task}": _Param(1, f"run {task} every N-th processed frame", "configure")
+        f"rates.{task}": _Param(1, f"run {task} every N-th processed frame", _C)
         for task in TASK_NAMES
     },
-    "aux_reuse": _Param(1, "multi-stream: recompute auxiliary features every N frames (1 = exact)", "configure"),
-    "semantic_color": _Param(True, "also publish ~/semantic/color (rgb8 palette picture)", "configure"),
-    "albedo_encoding": _Param(AlbedoEncoding.FLOAT32.value, "32FC3 (linear [0, 1]) or rgb8 for ~/albedo", "configure"),
-    "debug": _Param(False, "also publish ~/debug/<task>, colourised rgb8 pictures for rviz", "configure"),
-    "input_topic": _Param("image", "input topic (remappable); with `compressed`, <input_topic>/compressed", "activate"),
-    "compressed": _Param(False, "subscribe to sensor_msgs/CompressedImage on <input_topic>/compressed", "activate"),
-    "input_qos": _Param(InputQoS.SENSOR_DATA.value, "sensor_data (best effort) or reliable", "activate"),
-    "qos_depth": _Param(1, "input queue depth (keep-last); 1 = always the newest frame", "activate"),
-    "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", "activate"),
+    "aux_reuse": _Param(1, "multi-stream: recompute auxiliary features every N frames (1 = exact)", _C),
+    "semantic_color": _Param(True, "also publish ~/semantic/color (rgb8 palette picture)", _C),
+    "albedo_encoding": _Param(AlbedoEncoding.FLOAT32.value, "32FC3 (linear [0, 1]) or rgb8 for ~/albedo", _C),
+    "debug": _Param(False, "also publish ~/debug/<task>, colourised rgb8 pictures for rviz", _C),
+    "input_topic": _Param("image", "input topic (remappable); with `compressed`, <input_topic>/compressed", _A),
+    "compressed": _Param(False, "subscribe to sensor_msgs/CompressedImage on <input_topic>/compressed", _A),
+    "input_qos": _Param(InputQoS.SENSOR_DATA.value, "sensor_data (best effort) or reliable", _A),
+    "qos_depth": _Param(1, "input queue depth (keep-last); 1 = always the newest frame", _A),
+    "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", _A),
 }
 
 
@@ -211,13 +227,12 @@ class StableMTLNode(LifecycleNode):
     def __init__(self, node_name: str = "stablemtl", *, input_qos: QoSProfile | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._input_qos_override = input_qos
-        self._settings: NodeSettings | None = None
-        self._runtime: Any = None
+        self._runtime: Runtime | None = None
         self._topics: dict[str, list[OutputTopic]] = {}
         self._outputs: dict[str, Publisher] = {}
         self._diagnostics: Publisher | None = None
-        self._subscription: Any = None
-        self._diag_timer: Any = None
+        self._subscription: Subscription | None = None
+        self._diag_timer: Timer | None = None
         self._slot: FrameSlot[tuple[Any, int]] | None = None
         self._worker: threading.Thread | None = None
         self._fresh: FreshPredictions[Any] = FreshPredictions()
@@ -241,15 +256,14 @@ class StableMTLNode(LifecycleNode):
         """Accept a change only if the whole configuration stays valid and the value is not in use."""
         changes = {p.name: p.value for p in params if p.name in PARAMETERS}
         for name in changes:
-            when = PARAMETERS[name].when
-            in_use = self._runtime if when == "configure" else self._subscription
-            if in_use is not None:
-                state = "configured" if when == "configure" else "active"
-                undo = "deactivate and clean up" if when == "configure" else "deactivate"
+            read_at = PARAMETERS[name].read_at
+            configure = read_at is ReadAt.CONFIGURE
+            if (self._runtime if configure else self._subscription) is not None:
+                state, undo = ("configured", "deactivate and clean up") if configure else ("active", "deactivate")
                 return SetParametersResult(
                     successful=False,
-                    reason=f"`{name}` is read when the node is {when}d and the node is {state}: {undo}, set it, "
-                    f"then {when} again",
+                    reason=f"`{name}` is read when the node is {read_at}d and the node is {state}: {undo}, "
+                    f"set it, then {read_at} again",
                 )
         try:
             NodeSettings.from_values({**self._current_values(), **changes})
@@ -277,7 +291,7 @@ class StableMTLNode(LifecycleNode):
         except Exception:  # our bug; rclpy would turn it into ERROR without a word
             self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
             return TransitionCallbackReturn.ERROR
-        self._settings, self._runtime = settings, runtime
+        self._runtime = runtime
         topics = output_topics(runtime.tasks, settings.outputs)
         self._topics = {}
         for t in topics:
@@ -299,7 +313,9 @@ class StableMTLNode(LifecycleNode):
         except StableMTLError as exc:
             self.get_logger().error(f"activate failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self._settings = settings  # configure-time values are locked while configured, so only input ones changed
+        result = super().on_activate(state)  # publishers first, so the first frame's outputs go out
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
         self._runtime.reset()  # a new stream: no flow between a frame before and one after a pause
         self._fresh.reset()
         self._reset_statistics()
@@ -310,7 +326,6 @@ class StableMTLNode(LifecycleNode):
         msg_type = CompressedImage if settings.compressed else Image
         self._subscription = self.create_subscription(msg_type, settings.subscription_topic, self._on_image, qos)
         self._diag_timer = self.create_timer(settings.diagnostics_period, self._publish_diagnostics)
-        result = super().on_activate(state)
         self.get_logger().info(
             f"active: {msg_type.__name__} from {self._subscription.topic_name} -> "
             f"{self.get_fully_qualified_name()}/{{{', '.join(self._outputs)}}}"

@@ -344,7 +344,8 @@ def test_without_ros_the_entry_point_names_the_extra_and_the_rest_imports():
     """In a process where rclpy and rosbags cannot be imported."""
     code = (
         "import sys; sys.modules['rclpy'] = None; sys.modules['rosbags'] = None\n"
-        "import stablemtl_edge.runtime, stablemtl_edge.runtime.ros.image_conversions, stablemtl_edge.runtime.ros.outputs\n"
+        "import stablemtl_edge.runtime, stablemtl_edge.runtime.ros.image_conversions\n"
+        "import stablemtl_edge.runtime.ros.outputs\n"
         "from stablemtl_edge.runtime.ros import main, bag_main\n"
         "sys.exit(10 * main(['stablemtl-ros']) + bag_main(['in', 'out', '--artifacts', 'x']))\n"
     )
