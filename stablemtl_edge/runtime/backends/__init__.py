@@ -14,6 +14,9 @@ from .base import Backend, BaseRunner
 from .onnxruntime import OnnxRuntimeRunner, ProviderSpec
 from .tensorrt import TensorRTRunner, engines_available, load_engine_for
 
+# The TensorRT execution provider's own engine cache (not the native backend's `engines/<key>/` entries).
+ORT_TRT_CACHE = "engines/onnxruntime-tensorrt"
+
 __all__ = [
     "Backend",
     "BaseRunner",
@@ -46,5 +49,6 @@ def create_runner(
             threads=threads,
             io_binding=io_binding,
             strict_providers=strict_providers,
+            trt_cache_dir=Path(directory) / ORT_TRT_CACHE,
         )
     raise ValueError(f"create_runner needs a concrete backend, got {backend}")

@@ -67,6 +67,8 @@ class OnnxRuntimeRunner(BaseRunner):
         threads: intra-op threads (None = onnxruntime's default, all cores).
         io_binding: bind inputs/outputs explicitly (default: on when a GPU provider is granted).
         strict_providers: raise instead of warning when the first requested provider was not granted.
+        trt_cache_dir: where the TensorRT execution provider caches its engines when it is asked for by
+            name only (None = no cache: every session rebuilds them).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class OnnxRuntimeRunner(BaseRunner):
         threads: int | None = None,
         io_binding: bool | None = None,
         strict_providers: bool = False,
+        trt_cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(entry)
+        self.trt_cache_dir = Path(trt_cache_dir) if trt_cache_dir is not None else None
         self.path = Path(path)
         self.requested = list(providers) if providers is not None else None
         self.threads = threads
@@ -107,6 +111,10 @@ class OnnxRuntimeRunner(BaseRunner):
                 f"(available: {', '.join(have)}); install onnxruntime-gpu for CUDA/TensorRT or ask for "
                 "CPUExecutionProvider"
             )
+        if self.trt_cache_dir is not None and TENSORRT in requested:
+            self.trt_cache_dir.mkdir(parents=True, exist_ok=True)
+            trt_options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.trt_cache_dir)}
+            requested = [(TENSORRT, trt_options) if p == TENSORRT else p for p in requested]
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
