@@ -30,7 +30,8 @@ from .options import RuntimeOptions
 from .outputs import AlbedoEncoding, FreshPredictions, OutputOptions, OutputTopic, output_topics
 
 try:
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+    from rosbags.serde import SerdeError
     from rosbags.typesys import Stores, get_typestore
     from tqdm import tqdm
 except ModuleNotFoundError as exc:  # a robot image without the extra
@@ -98,8 +99,11 @@ class BagImageReader:
             raise StableMTLError(
                 f"`{self.path}` is not a ROS 2 bag (no metadata.yaml): pass the directory `ros2 bag record` wrote"
             )
-        self._reader = Reader(self.path)
-        self._reader.open()
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+        except ReaderError as exc:
+            raise StableMTLError(f"cannot read bag `{self.path}`: {exc}") from None
         images = {c.topic: c.msgtype for c in self._reader.connections if c.msgtype in _FRAME_READERS}
         if topic is None:
             if len(images) != 1:
@@ -115,16 +119,18 @@ class BagImageReader:
             raise StableMTLError(f"bag `{self.path}` has no image topic `{topic}`: its image topics are {found}")
         self.topic = topic
         self.msgtype = images[topic]
-        self._connections = [c for c in self._reader.connections if c.topic == topic]
+        self._connections = [c for c in self._reader.connections if c.topic == topic and c.msgtype in _FRAME_READERS]
         self.count = sum(c.msgcount for c in self._connections)
         self.skipped: Counter[str] = Counter()
 
     def __iter__(self) -> Iterator[BagFrame]:
-        to_frame = _FRAME_READERS[self.msgtype]
         for connection, timestamp, raw in self._reader.messages(connections=self._connections):
-            msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
             try:
-                frame, layout = to_frame(msg)
+                msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+                frame, layout = _FRAME_READERS[connection.msgtype](msg)
+            except SerdeError as exc:
+                self.skipped[f"cannot deserialise a {connection.msgtype} message: {exc}"] += 1
+                continue
             except StableMTLError as exc:
                 self.skipped[str(exc)] += 1
                 continue

@@ -110,6 +110,21 @@ def test_reader_yields_frames_headers_and_timestamps_and_skips_non_camera_messag
     np.testing.assert_array_equal(got[2].frame[..., ::-1], frames[2])
 
 
+def test_reader_skips_a_corrupt_message_and_goes_on(tmp_path):
+    frames = photo_frames(2)
+    with Writer(tmp_path / "in", version=9) as writer:
+        conn = writer.add_connection("/cam", IMAGE_TYPE, typestore=TYPESTORE)
+        for i, frame in enumerate(frames):
+            raw = TYPESTORE.serialize_cdr(numpy_to_image(frame, "rgb8", Image, _header(i)), IMAGE_TYPE)
+            writer.write(conn, T0 + 2 * i, raw)
+            if i == 0:
+                writer.write(conn, T0 + 1, raw[: len(raw) // 2])  # truncated on the wire
+    with BagImageReader(tmp_path / "in") as reader:
+        got = list(reader)
+    assert [g.timestamp for g in got] == [T0, T0 + 2]
+    assert [r.split(":")[0] for r in reader.skipped] == ["cannot deserialise a sensor_msgs/msg/Image message"]
+
+
 def _fake_predictions(frame: np.ndarray) -> dict[str, np.ndarray]:
     """Values of every task's type and range derived from a frame (for I/O only; no model involved)."""
     f = frame.astype(np.float32) / 255.0
