@@ -1,0 +1,450 @@
+"""``stablemtl-bench``: latency per stage, throughput and memory of the runtime, against the official schedule.
+
+For every chosen (mode, backend, precision) it runs the runtime's schedule frame by frame and reports
+per-stage latency percentiles (p50/p90/p99), frames per second, the runtime's own overhead outside model
+calls, UNet rows per frame and peak RSS. As a baseline it runs the *official* schedule on the same
+sessions: every task on its own, batch 1, its frames encoded again, 7 UNet passes per task in the
+multi-stream model (6 auxiliary + 1 main) or 1 in the single-stream one, no sharing between tasks.
+With ``--soak N`` it also streams N frames from a source twice as fast as inference (latest frame wins)
+and reports p99 latency over mean service time and the slope of the resident memory.
+
+The results are printed as Markdown tables and written as JSON. Nothing is asserted: this is a
+measurement, its numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..errors import StableMTLError
+from ..manifest import Component, Mode, aux_feature_name, feature_name
+from ..tasks import NUM_TASKS, TASKS, get_task
+from .cli_args import HelpFormatter, add_artifact_args, add_runtime_args, options_label, run_cli, runtime_option_grid
+from .preprocess import Letterbox
+from .ros.options import RuntimeOptions
+from .sources import PatternSource, open_source
+from .stream import DropPolicy, Sink, Stream, StreamItem
+
+__all__ = [
+    "OfficialSchedule",
+    "BenchSettings",
+    "bench_config",
+    "soak",
+    "current_rss_bytes",
+    "peak_rss_bytes",
+    "markdown",
+    "main",
+]
+
+MODEL_STAGES = ("encoder", "unet", "unet_main", "decoder")
+STAGES = ("preprocess",) + MODEL_STAGES + ("postprocess", "total")
+_ROWS = ("encoder_rows", "unet_rows", "unet_main_rows", "decoder_rows")
+
+
+# -- memory ------------------------------------------------------------------------------------------------------
+def current_rss_bytes() -> int | None:
+    """Resident set size of this process now (Linux ``/proc``; psutil elsewhere when installed)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.Process().memory_info().rss)
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident set size of this process so far (``getrusage``; kilobytes on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+# -- the official schedule -----------------------------------------------------------------------------------------
+class OfficialSchedule:
+    """The official inference schedule, run on an open runtime's own runners (same weights, same sessions).
+
+    Per requested task, independently: encode frame t (and frame t-1 when a flow stream needs the pair),
+    then single-stream: 1 UNet pass; multi-stream: 6 auxiliary UNet passes (the other tasks, batch 1 each,
+    features kept) and 1 main pass; then decode, batch 1. Nothing is shared between tasks, which is what
+    the runtime's scheduler saves.
+
+    Args:
+        runtime: an open ``Runtime``; its mode, tasks and runners are used.
+    """
+
+    def __init__(self, runtime: Any) -> None:
+        self.runners = runtime.runners
+        self.mode: Mode = runtime.mode
+        self.tasks = tuple(get_task(t) for t in runtime.tasks)
+        m = runtime.manifest
+        self.c = m.latent_channels
+        h, w = m.profile.latent_hw
+        self._stack = [np.zeros((1, NUM_TASKS, f.tokens((h, w)), f.channels), np.float32) for f in m.features]
+        self._feat_names = tuple(feature_name(f.index) for f in m.features)
+        self._aux_names = tuple(aux_feature_name(f.index) for f in m.features)
+        self.counters = dict.fromkeys(_ROWS, 0)
+
+    def _call(self, component: Component, feed: dict[str, np.ndarray], timings: dict[str, float],
+              outputs: Sequence[str]) -> dict[str, np.ndarray]:  # fmt: skip
+        start = time.perf_counter()
+        out = self.runners[component].infer(feed, list(outputs))
+        timings[component.value] = timings.get(component.value, 0.0) + (time.perf_counter() - start) * 1e3
+        self.counters[f"{component.value}_rows"] += 1
+        return out
+
+    def _encode(self, image: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        return self._call(Component.ENCODER, {"image": image[None]}, timings, ["latent"])["latent"].copy()
+
+    def _sample(self, task_index: int, z: np.ndarray, pair: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        if TASKS[task_index].frames == 2 and pair is not None:
+            first, second = pair
+        else:
+            first = second = z
+        return np.concatenate([first, second, np.zeros_like(z)], axis=1)  # [1,12,h,w]
+
+    def run(self, image: np.ndarray, previous: np.ndarray | None, timings: dict[str, float]) -> dict[str, np.ndarray]:
+        """Every requested task on network-resolution frame t (flows on (t-1, t) when ``previous`` is given).
+
+        Returns:
+            task key -> decoded image ``(3, H, W)`` in [-1, 1], as the runtime's scheduler returns them.
+        """
+        out = {}
+        for task in self.tasks:
+            z = self._encode(image, timings)
+            streams = (task.index,) if self.mode is Mode.SINGLE else tuple(range(NUM_TASKS))
+            needs_pair = previous is not None and any(TASKS[s].frames == 2 for s in streams)
+            pair = (self._encode(previous, timings), z) if needs_pair else None
+            if task.frames == 2 and pair is None:
+                continue  # a flow needs two frames
+            tid = np.array([task.index], dtype=np.int64)
+            feed = {"sample": self._sample(task.index, z, pair), "task_id": tid}
+            if self.mode is Mode.SINGLE:
+                latent = self._call(Component.UNET, feed, timings, ["latent"])["latent"]
+            else:
+                for stack in self._stack:
+                    stack[:] = 0.0
+                for a in range(NUM_TASKS):
+                    if a == task.index:
+                        continue
+                    aux_feed = {"sample": self._sample(a, z, pair), "task_id": np.array([a], dtype=np.int64)}
+                    feats = self._call(Component.UNET, aux_feed, timings, self._feat_names)
+                    for name, stack in zip(self._feat_names, self._stack):
+                        stack[0, a] = feats[name][0]
+                for name, stack in zip(self._aux_names, self._stack):
+                    feed[name] = stack
+                latent = self._call(Component.UNET_MAIN, feed, timings, ["latent"])["latent"]
+            image_out = self._call(Component.DECODER, {"latent": latent}, timings, ["image"])["image"]
+            out[task.key] = image_out[0].copy()
+        return out
+
+
+# -- one configuration ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchSettings:
+    """What every configuration is measured on.
+
+    Attributes:
+        frames: timed frames per schedule.
+        warmup: untimed frames first (session warm-up, allocator).
+        size: frame size ``(H, W)``; None = the artifact's processing size.
+        source: a source spec (:func:`.sources.open_source`) whose first frames are used, None = a test pattern.
+        baseline: also time the official schedule.
+    """
+
+    frames: int = 20
+    warmup: int = 3
+    size: tuple[int, int] | None = None
+    source: str | None = None
+    baseline: bool = True
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return {"mean": float("nan"), "p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
+    return {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)),
+            "p99": float(np.percentile(v, 99))}  # fmt: skip
+
+
+def _frames(settings: BenchSettings, resolution: tuple[int, int], count: int) -> list[np.ndarray]:
+    if settings.source is not None:
+        src = open_source(settings.source, loop=True)
+        with src:
+            frames = []
+            for frame in src:
+                frames.append(frame.image)
+                if len(frames) >= count:
+                    break
+        if not frames:
+            raise StableMTLError(f"source `{settings.source}` gave no frames")
+        return frames
+    h, w = settings.size or resolution
+    with PatternSource(h, w, frames=count) as src:
+        return [f.image for f in src]
+
+
+def bench_config(options: RuntimeOptions, settings: BenchSettings) -> dict[str, Any]:
+    """Measure one configuration in this process; returns a JSON-ready record."""
+    rss0 = current_rss_bytes()
+    with options.open() as rt:
+        frames = _frames(settings, rt.resolution, settings.warmup + settings.frames)
+        n = len(frames)
+        ours: dict[str, list[float]] = {s: [] for s in STAGES}
+        wall: list[float] = []
+        rows_before: dict[str, int] = {}
+        for i in range(settings.warmup + settings.frames):
+            if i == settings.warmup:
+                rows_before = rt.counters
+            start = time.perf_counter()
+            res = rt.infer(frames[i % n])
+            elapsed = (time.perf_counter() - start) * 1e3
+            if i >= settings.warmup:
+                wall.append(elapsed)
+                for s in STAGES:
+                    ours[s].append(res.timings_ms.get(s, 0.0))
+        counted = rt.counters
+        rows = {k: (counted[k] - rows_before[k]) / settings.frames for k in _ROWS}
+        model = [sum(ours[s][j] for s in MODEL_STAGES) for j in range(settings.frames)]
+        overhead = [t - m for t, m in zip(ours["total"], model)]
+        record: dict[str, Any] = {
+            "config": options_label(options),
+            "mode": rt.mode.value,
+            "backend": rt.backend.value,
+            "precision": rt.precision.value,
+            "tasks": list(rt.tasks),
+            "engines": rt.describe(),
+            "fallbacks": rt.fallbacks(),
+            "frame_hw": list(frames[0].shape[:2]),
+            "resolution": list(rt.resolution),
+            "frames": settings.frames,
+            "stages_ms": {s: _percentiles(ours[s]) for s in STAGES},
+            "wall_ms": _percentiles(wall),
+            "fps": 1e3 / float(np.mean(wall)),
+            "overhead_ms": _percentiles(overhead),
+            "overhead_pct": 100.0 * float(np.mean(overhead)) / float(np.mean(ours["total"])),
+            "rows_per_frame": rows,
+        }
+        if settings.baseline:
+            official = OfficialSchedule(rt)
+            prep = float(np.mean(ours["preprocess"])) + float(np.mean(ours["postprocess"]))
+            boxes: dict[tuple[int, int], Letterbox] = {}
+            net = []
+            for f in frames:
+                box = boxes.setdefault(f.shape[:2], Letterbox.fit(f.shape[:2], rt.resolution))
+                net.append(box.apply(f))
+            times: dict[str, list[float]] = {s: [] for s in MODEL_STAGES}
+            model_total = []
+            for i in range(settings.warmup + settings.frames):
+                if i == settings.warmup:
+                    official.counters = dict.fromkeys(_ROWS, 0)
+                t: dict[str, float] = {}
+                official.run(net[i % n], net[(i - 1) % n] if i > 0 else None, t)
+                if i >= settings.warmup:
+                    for s in MODEL_STAGES:
+                        times[s].append(t.get(s, 0.0))
+                    model_total.append(sum(t.values()))
+            # Pre/post-processing (letterbox, decoding, resizing back) is the same work in both schedules.
+            official_total = [m + prep for m in model_total]
+            record["official"] = {
+                "stages_ms": {s: _percentiles(times[s]) for s in MODEL_STAGES},
+                "total_ms": _percentiles(official_total),
+                "rows_per_frame": {k: v / settings.frames for k, v in official.counters.items()},
+            }
+            record["ratio_vs_official"] = float(np.mean(ours["total"])) / float(np.mean(official_total))
+    record["rss_mb"] = {
+        "before": rss0 / 2**20 if rss0 is not None else None,
+        "peak": (p / 2**20) if (p := peak_rss_bytes()) is not None else None,
+    }
+    return record
+
+
+# -- streaming soak ---------------------------------------------------------------------------------------------
+class _RssProbe(Sink):
+    """Samples RSS every ``every`` written frames (on the output thread)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.samples: list[tuple[int, int]] = []  # (processed frame count, rss bytes)
+        self._n = 0
+
+    def write(self, item: StreamItem) -> None:
+        self._n += 1
+        if self._n % self.every == 0 and (rss := current_rss_bytes()) is not None:
+            self.samples.append((self._n, rss))
+
+
+def soak(options: RuntimeOptions, frames: int, size: tuple[int, int] | None = None, calibrate: int = 10) -> dict[str, Any]:
+    """Stream ``frames`` frames from a test pattern paced at twice the inference rate, latest frame wins.
+
+    Args:
+        options: the configuration to run.
+        frames: frames the source produces (about half are processed, the rest dropped).
+        size: frame size, None = the artifact's processing size.
+        calibrate: frames inferred first, on the same runtime, whose median time sets the source's rate
+            (``2 * 1000 / median_ms`` fps).
+
+    Returns:
+        Counts, latency percentiles, p99 latency over mean service time, and the RSS slope (MB per 1,000
+        processed frames, least squares over the second half of the run, after warm-up).
+    """
+    probe = _RssProbe(every=10)
+    with options.open() as rt:
+        h, w = size or rt.resolution
+        with PatternSource(h, w, frames=calibrate) as src:
+            times = []
+            for f in src:
+                start = time.perf_counter()
+                rt.infer(f.image)
+                times.append((time.perf_counter() - start) * 1e3)
+        rt.reset()
+        pace = 2.0 * 1e3 / float(np.median(times))
+        stream = Stream(PatternSource(h, w), rt, [probe], policy=DropPolicy.LATEST, pace_fps=pace, max_frames=frames)
+        stats = stream.run()
+    slope = None
+    half = probe.samples[len(probe.samples) // 2 :]
+    if len(half) >= 3:
+        x = np.array([s[0] for s in half], dtype=np.float64)
+        y = np.array([s[1] for s in half], dtype=np.float64) / 2**20
+        slope = float(np.polyfit(x, y, 1)[0] * 1000.0)
+    return {
+        "config": options_label(options),
+        "source_fps": pace,
+        **stats.to_dict(),
+        "p99_over_service": stats.latency_p99_ms / stats.service_mean_ms,
+        "rss_mb_first": probe.samples[0][1] / 2**20 if probe.samples else None,
+        "rss_mb_last": probe.samples[-1][1] / 2**20 if probe.samples else None,
+        "rss_slope_mb_per_1000_frames": slope,
+    }
+
+
+# -- report ------------------------------------------------------------------------------------------------
+def _fmt(x: Any, spec: str = ".1f") -> str:
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
+
+
+def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any] | None = None) -> str:
+    """The results as Markdown tables: summary, per-stage percentiles, and the soak."""
+    lines = [
+        "| config | tasks | frame | ms/frame p50 / p90 / p99 | fps | overhead ms (%) | UNet rows/frame | "
+        "official ms/frame | official UNet rows | ours / official | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        w = r["wall_ms"]
+        rows = r["rows_per_frame"]["unet_rows"] + r["rows_per_frame"]["unet_main_rows"]
+        off = r.get("official")
+        off_rows = off["rows_per_frame"]["unet_rows"] + off["rows_per_frame"]["unet_main_rows"] if off else None
+        lines.append(
+            f"| {r['config']} | {len(r['tasks'])} | {r['frame_hw'][0]}x{r['frame_hw'][1]} | "
+            f"{_fmt(w['p50'])} / {_fmt(w['p90'])} / {_fmt(w['p99'])} | {_fmt(r['fps'], '.2f')} | "
+            f"{_fmt(r['overhead_ms']['mean'], '.2f')} ({_fmt(r['overhead_pct'], '.1f')}%) | {_fmt(rows, 'g')} | "
+            f"{_fmt(off['total_ms']['mean']) if off else '-'} | {_fmt(off_rows, 'g')} | "
+            f"{_fmt(r.get('ratio_vs_official'), '.3f')} | {_fmt(r['rss_mb']['peak'], '.0f')} |"
+        )
+    lines += ["", "| config | stage | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|---|"]
+    for r in results:
+        for s in STAGES:
+            p = r["stages_ms"][s]
+            if s in MODEL_STAGES and p["p99"] == 0.0:
+                continue  # a stage this mode does not run
+            lines.append(f"| {r['config']} | {s} | {_fmt(p['p50'], '.2f')} | {_fmt(p['p90'], '.2f')} | {_fmt(p['p99'], '.2f')} |")
+    if soak_result is not None:
+        s = soak_result
+        lines += [
+            "",
+            "| soak config | source fps | captured | processed | dropped | latency p50 / p99 ms | mean service ms | "
+            "p99 / service | RSS first -> last MB | RSS slope MB/1000 frames |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| {s['config']} | {_fmt(s['source_fps'], '.1f')} | {s['captured']} | {s['processed']} | {s['dropped']} | "
+            f"{_fmt(s['latency_p50_ms'])} / {_fmt(s['latency_p99_ms'])} | {_fmt(s['service_mean_ms'])} | "
+            f"{_fmt(s['p99_over_service'], '.2f')} | {_fmt(s['rss_mb_first'], '.0f')} -> {_fmt(s['rss_mb_last'], '.0f')} | "
+            f"{_fmt(s['rss_slope_mb_per_1000_frames'], '.2f')} |",
+        ]
+    return "\n".join(lines)
+
+
+def _isolated(options: RuntimeOptions, settings: BenchSettings) -> dict[str, Any]:
+    """Run :func:`bench_config` in a fresh process, so its peak RSS is its own."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(bench_config, options, settings).result()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stablemtl-bench", description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+                                formatter_class=HelpFormatter)  # fmt: skip
+    add_artifact_args(p)
+    add_runtime_args(p, multiple=True)
+    b = p.add_argument_group("benchmark")
+    b.add_argument("--frames", type=int, default=20, help="timed frames per configuration and schedule")
+    b.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    b.add_argument("--size", default=None, metavar="HxW", help="frame size (default: the artifact's resolution)")
+    b.add_argument("--source", default=None, help="take frames from this source (video, folder...) instead of a test pattern")
+    b.add_argument("--no-baseline", action="store_true", help="skip the official schedule")
+    b.add_argument("--no-isolate", action="store_true",
+                   help="measure every configuration in this process (peak RSS is then cumulative)")  # fmt: skip
+    b.add_argument("--soak", type=int, default=0, metavar="N",
+                   help="also stream N frames of a source twice as fast as inference (first configuration)")  # fmt: skip
+    b.add_argument("--json", type=Path, default=Path("stablemtl-bench.json"), help="write the results here")
+    b.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
+    return p
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    h, sep, w = text.lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
+        raise StableMTLError(f"--size must read HxW in pixels (e.g. 375x1242), got `{text}`")
+    return int(h), int(w)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.frames < 1 or args.warmup < 0 or args.soak < 0:
+        raise StableMTLError("--frames must be >= 1, --warmup and --soak >= 0")
+    settings = BenchSettings(args.frames, args.warmup, _parse_size(args.size), args.source, not args.no_baseline)
+    grid = runtime_option_grid(args)
+    results = []
+    for i, options in enumerate(grid, 1):
+        print(f"[{i}/{len(grid)}] {options_label(options)}: {settings.frames} frames"
+              f"{' + official schedule' if settings.baseline else ''}", file=sys.stderr, flush=True)  # fmt: skip
+        results.append(bench_config(options, settings) if args.no_isolate else _isolated(options, settings))
+    soak_result = None
+    if args.soak:
+        print(f"soak: {args.soak} frames at twice the inference rate ({options_label(grid[0])})", file=sys.stderr, flush=True)
+        soak_result = soak(grid[0], args.soak, settings.size)
+    table = markdown(results, soak_result)
+    print(table)
+    atomic_write_text(args.json, json.dumps({"results": results, "soak": soak_result}, indent=2) + "\n")
+    if args.markdown is not None:
+        atomic_write_text(args.markdown, table + "\n")
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_bench, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
