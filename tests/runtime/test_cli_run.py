@@ -105,3 +105,31 @@ def test_run_errors_are_one_line(artifacts, tmp_path, capsys):
     assert "task:N" in capsys.readouterr().err
     assert main(["pattern:8x8:1", "-a", str(artifacts), "--output-dir", str(tmp_path / "o"), "--save", "gif", "-q"]) == 1
     assert "unknown output format `gif`" in capsys.readouterr().err
+
+
+def test_cli_tools_run_where_torch_cannot_be_imported(artifacts, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.runtime.test_no_torch import BLOCKED, BLOCKER
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    video = tmp_path / "m.avi"
+    script = (
+        "import sys\n"
+        "from stablemtl_edge.runtime import cli_bench, cli_doctor, cli_run, sinks, sources, stream, visualize\n"
+        f"rc = cli_run.main(['pattern:375x1242:3', '-a', {str(artifacts)!r}, '-o', {str(video)!r}, '-q'])\n"
+        f"rc |= cli_doctor.main(['-a', {str(artifacts)!r}])\n"
+        f"blocked = {sorted({b.split('.')[0] for b in BLOCKED})!r}\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in blocked)\n"
+        "assert not loaded, loaded\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with VideoFileSource(video) as src:
+        assert len(list(src)) == 3
