@@ -195,15 +195,21 @@ class PredictionBagWriter:
         # Built under a temporary name beside `path` and renamed into place by close(ok=True).
         self._staging_cm = atomic_directory(self.path)
         self._staging = self._staging_cm.__enter__()
-        self._writer: Writer | None = Writer(self._staging / self.path.name, version=9, storage_plugin=storage.plugin)
-        self._writer.open()
-        self._connections = {
-            t.name: self._writer.add_connection(self.topic_name(t), IMAGE_TYPE, typestore=TYPESTORE)
-            for t in self.topics
-        }
-        self._input_connection = (
-            self._writer.add_connection(copy_input[0], copy_input[1], typestore=TYPESTORE) if copy_input else None
-        )
+        try:
+            self._writer: Writer | None = Writer(
+                self._staging / self.path.name, version=9, storage_plugin=storage.plugin
+            )
+            self._writer.open()
+            self._connections = {
+                t.name: self._writer.add_connection(self.topic_name(t), IMAGE_TYPE, typestore=TYPESTORE)
+                for t in self.topics
+            }
+            self._input_connection = (
+                self._writer.add_connection(copy_input[0], copy_input[1], typestore=TYPESTORE) if copy_input else None
+            )
+        except BaseException as exc:
+            self._staging_cm.__exit__(type(exc), exc, exc.__traceback__)  # removes the staging directory
+            raise
         self._image_type = TYPESTORE.types[IMAGE_TYPE]
 
     def topic_name(self, topic: OutputTopic) -> str:
