@@ -86,7 +86,7 @@ class BagImageReader:
     in :attr:`skipped` by reason; iteration goes on.
 
     Args:
-        path: the bag directory (sqlite3 or mcap storage).
+        path: the bag directory (sqlite3 or mcap storage), or its ``.db3`` / ``.mcap`` file.
         topic: the image topic; None picks the bag's only image topic.
 
     Raises:
@@ -94,7 +94,8 @@ class BagImageReader:
     """
 
     def __init__(self, path: str | os.PathLike, topic: str | None = None) -> None:
-        self.path = Path(path)
+        path = Path(path)
+        self.path = path.parent if path.is_file() and path.suffix in (".mcap", ".db3") else path
         if not (self.path / "metadata.yaml").is_file():
             raise StableMTLError(
                 f"`{self.path}` is not a ROS 2 bag (no metadata.yaml): pass the directory `ros2 bag record` wrote"

@@ -104,7 +104,7 @@ def test_reader_yields_frames_headers_and_timestamps_and_skips_non_camera_messag
         assert (g.header.stamp.sec, g.header.stamp.nanosec) == (_header(i).stamp.sec, _header(i).stamp.nanosec)
         assert g.header.frame_id == "camera_optical"
 
-    with BagImageReader(tmp_path / "in", "/camera/image_raw/compressed") as reader:
+    with BagImageReader(tmp_path / "in" / "in.db3", "/camera/image_raw/compressed") as reader:  # the file works too
         got = list(reader)
     assert len(got) == 3 and all(g.layout is Layout.BGR for g in got)
     np.testing.assert_array_equal(got[2].frame[..., ::-1], frames[2])
