@@ -262,8 +262,8 @@ def _build_driving(rng: np.random.Generator, K: np.ndarray, H: int, W: int) -> S
     edge = half_w + sidewalk
     for side in (-1.0, 1.0):
         z = rng.uniform(-5.0, 5.0)
-        while z < 120.0:
-            length = rng.uniform(8.0, 25.0)
+        while z < 80.0:
+            length = rng.uniform(10.0, 30.0)
             if rng.random() < 0.8:
                 depth = rng.uniform(6.0, 12.0)
                 height = rng.uniform(5.0, 25.0)
@@ -275,16 +275,16 @@ def _build_driving(rng: np.random.Generator, K: np.ndarray, H: int, W: int) -> S
                 prims.append(Primitive(Shape.BOX, np.array([depth / 2, height / 2, length / 2]),
                                        Pose(np.eye(3), centre), facade))
             elif rng.random() < 0.8:  # a gap with trees
-                for _ in range(rng.integers(1, 4)):
+                for _ in range(rng.integers(1, 3)):
                     _add_tree(rng, prims, np.array([side * rng.uniform(edge + 1, edge + 8), 0.0,
                                                     z + rng.uniform(0, length)]))
             z += length + rng.uniform(0.0, 6.0)
-        for _ in range(rng.integers(1, 5)):
+        for _ in range(rng.integers(0, 4)):
             _add_tree(rng, prims, np.array([side * rng.uniform(half_w + 0.6, edge - 0.4), 0.0, rng.uniform(4, 70)]))
-        for _ in range(rng.integers(1, 4)):
+        for _ in range(rng.integers(1, 3)):
             _add_pole(rng, prims, np.array([side * (half_w + 0.4), 0.0, rng.uniform(6, 60)]), side)
     vehicles = []
-    for _ in range(rng.integers(1, 7)):
+    for _ in range(rng.integers(1, 6)):
         lane_x = rng.uniform(-half_w + 1.2, half_w - 1.2)
         z = rng.uniform(6.0, 60.0)
         if abs(lane_x - cam_pos[0]) < 1.5 and z < 9.0:
@@ -497,8 +497,7 @@ def _flows(scene: Scene, h1, hit: np.ndarray):
             starts = np.searchsorted(owner[order], np.arange(len(scene.prims) + 1))
             for k in moving:
                 sel = order[starts[k] : starts[k + 1]]
-                m = scene.prims[k].motion
-                scatter_columns(X2, sel, m.rot @ gather_columns(X1, sel) + m.pos[:, None])
+                scatter_columns(X2, sel, scene.prims[k].moved(gather_columns(X1, sel)))
         P1 = cam1.pose.rot.T @ (X1 - cam1.pose.pos[:, None])
         P2 = cam2.pose.rot.T @ (X2 - cam2.pose.pos[:, None])
         K = cam2.K

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class Primitive:
         size: shape parameters in metres (see :class:`Shape`).
         pose: local -> world pose in frame 1.
         texture: albedo and class ids from local coordinates, so textures move with the object.
-        motion: rigid world-frame motion from frame 1 to frame 2 (identity for static objects).
+        motion: rigid world-frame motion from frame 1 to frame 2; None for static objects.
         inside: for a box, the camera sees its inner faces (a room); hits take the exit point.
     """
 
@@ -142,25 +142,33 @@ class Primitive:
     size: np.ndarray
     pose: Pose
     texture: Texture
-    motion: Pose = field(default_factory=Pose.identity)
+    motion: Pose | None = None
     inside: bool = False
 
     def __post_init__(self) -> None:
-        self.is_static = bool(np.array_equal(self.motion.rot, np.eye(3)) and not np.any(self.motion.pos))
-        self._pose2 = self.pose.then(self.motion)
+        self.is_static = self.motion is None
+        self._pose2 = self.pose if self.motion is None else self.pose.then(self.motion)
+        self.half_extents = self._half_extents()
+
+    def moved(self, pts: np.ndarray) -> np.ndarray:
+        """Frame-2 positions of world points ``(3, N)`` on this primitive in frame 1."""
+        if self.motion is None:
+            return pts
+        return self.motion.rot @ pts + self.motion.pos[:, None]
 
     def pose_at(self, frame: int) -> Pose:
         return self.pose if frame == 0 else self._pose2
 
-    def bounding_radius(self) -> float:
+    def _half_extents(self) -> np.ndarray:
+        """Half extents of the local axis-aligned bounding box (inf for an unbounded plane)."""
         s = np.asarray(self.size, dtype=np.float64)
         if self.shape is Shape.SPHERE:
-            return float(s[0])
+            return np.full(3, s[0])
         if self.shape is Shape.BOX:
-            return float(np.linalg.norm(s))
+            return s.copy()
         if self.shape is Shape.CYLINDER:
-            return float(np.hypot(s[0], s[1]))
-        return float(np.hypot(s[0], s[1]))  # plane: inf when unbounded
+            return np.array([s[0], s[1], s[0]])
+        return np.array([s[0], 0.0, s[1]])
 
     # -- intersection in local coordinates ------------------------------------------------------------
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -279,35 +287,40 @@ def scatter_columns(dst: np.ndarray, idx: np.ndarray, src: np.ndarray) -> None:
 Box = tuple[int, int, int, int, float]
 
 
+_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+
+
 def pixel_boxes(prims: Sequence[Primitive], frame: int, cam: Camera) -> list[Box | None]:
     """Per primitive, a conservative pixel rectangle ``(r0, r1, c0, c1)`` covering it in ``cam`` and a
     lower bound of its camera depth (for occlusion culling); None when it is off screen.
 
-    Computed for all primitives at once from their bounding spheres.
+    Computed for all primitives at once from the 8 corners of their local bounding boxes: a convex
+    solid in front of the camera projects inside the projected corners' bounding rectangle.
     """
     if not prims:
         return []
     H, W, K = cam.height, cam.width, cam.K
-    radius = np.array([p.bounding_radius() for p in prims])
-    centres = np.stack([p.pose_at(frame).pos for p in prims])
-    c = (centres - cam.pose.pos) @ cam.pose.rot
-    zmin = c[:, 2] - radius
+    half = np.stack([p.half_extents for p in prims])  # (M, 3), inf for unbounded planes
+    bounded = np.isfinite(half).all(axis=1)
+    half = np.where(np.isfinite(half), half, 0.0)
+    rots = np.stack([p.pose_at(frame).rot for p in prims])
+    pos = np.stack([p.pose_at(frame).pos for p in prims])
+    world = np.einsum("mij,mkj->mki", rots, _CORNERS[None] * half[:, None, :]) + pos[:, None, :]
+    c = (world - cam.pose.pos) @ cam.pose.rot  # (M, 8, 3) camera frame
+    z = c[..., 2]
+    zmin, zmax = z.min(axis=1), z.max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # x / z over the box [c - r, c + r] (z > 0) is extreme at its corners.
-        zs = np.stack([c[:, 2] - radius, c[:, 2] + radius], axis=1)[:, None, :]
-        xs = np.stack([c[:, 0] - radius, c[:, 0] + radius], axis=1)[:, :, None]
-        ys = np.stack([c[:, 1] - radius, c[:, 1] + radius], axis=1)[:, :, None]
-        us = (K[0, 0] * xs / zs + K[0, 2]).reshape(len(prims), -1)
-        vs = (K[1, 1] * ys / zs + K[1, 2]).reshape(len(prims), -1)
-        c0 = np.clip(np.floor(us.min(axis=1)), 0, W)
-        c1 = np.clip(np.ceil(us.max(axis=1)) + 1, 0, W)
-        r0 = np.clip(np.floor(vs.min(axis=1)), 0, H)
-        r1 = np.clip(np.ceil(vs.max(axis=1)) + 1, 0, H)
+        us = K[0, 0] * c[..., 0] / z + K[0, 2]
+        vs = K[1, 1] * c[..., 1] / z + K[1, 2]
+    c0 = np.clip(np.floor(us.min(axis=1)), 0, W)
+    c1 = np.clip(np.ceil(us.max(axis=1)) + 1, 0, W)
+    r0 = np.clip(np.floor(vs.min(axis=1)), 0, H)
+    r1 = np.clip(np.ceil(vs.max(axis=1)) + 1, 0, H)
     out: list[Box | None] = []
     for k in range(len(prims)):
-        if not np.isfinite(radius[k]):
+        if not bounded[k]:
             out.append((0, H, 0, W, -np.inf))
-        elif c[k, 2] + radius[k] <= NEAR:
+        elif zmax[k] <= NEAR:
             out.append(None)
         elif zmin[k] <= 0.05:
             out.append((0, H, 0, W, float(zmin[k])))
