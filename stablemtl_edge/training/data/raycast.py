@@ -222,9 +222,9 @@ def _hit_sphere(o, d, r):
     c = o[0] ** 2 + o[1] ** 2 + o[2] ** 2 - r * r
     disc = b * b - a * c
     sq = np.sqrt(np.maximum(disc, 0.0))
-    t0 = (-b - sq) / a
-    t1 = (-b + sq) / a
-    t = np.where(t0 > NEAR, t0, t1)
+    t = (-b - sq) / a
+    if c < 0:  # origin inside: the exit point is the hit
+        t = (-b + sq) / a
     return np.where((disc >= 0) & (t > NEAR), t, np.inf)
 
 
@@ -243,23 +243,25 @@ def _hit_box(o, d, h, inside):
 
 
 def _hit_cylinder(o, d, r, hh):
+    """Capped cylinder along local y. From outside, a ray enters through the side (near root) or
+    through the one cap that faces the origin, so only those are tested."""
     dx, dy, dz = d
     a = dx * dx + dz * dz
     b = o[0] * dx + o[2] * dz
     c = o[0] ** 2 + o[2] ** 2 - r * r
     disc = b * b - a * c
     sq = np.sqrt(np.maximum(disc, 0.0))
+    roots = ((-b - sq) / a,) if c > 0 else ((-b - sq) / a, (-b + sq) / a)
     best = np.full(dx.shape, np.inf, dtype=d.dtype)
-    for t in ((-b - sq) / a, (-b + sq) / a):
+    for t in roots:
         y = o[1] + t * dy
-        good = (disc >= 0) & (t > NEAR) & (np.abs(y) <= hh) & (t < best)
-        best = np.where(good, t, best)
-    for cap in (-hh, hh):
+        best = np.where((disc >= 0) & (t > NEAR) & (np.abs(y) <= hh) & (t < best), t, best)
+    caps = (hh,) if o[1] > hh else (-hh,) if o[1] < -hh else ((-hh, hh) if c <= 0 else ())
+    for cap in caps:
         t = (cap - o[1]) / dy
         x = o[0] + t * dx
         z = o[2] + t * dz
-        good = (t > NEAR) & (x * x + z * z <= r * r) & (t < best)
-        best = np.where(good, t, best)
+        best = np.where((t > NEAR) & (x * x + z * z <= r * r) & (t < best), t, best)
     return best
 
 
