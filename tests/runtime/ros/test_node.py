@@ -269,6 +269,34 @@ def test_compressed_input(ros, artifacts):
     assert node.statistics().processed == 1
 
 
+@pytest.fixture(scope="module")
+def multi_artifacts(tmp_path_factory) -> Path:
+    return ToyModel().write(tmp_path_factory.mktemp("toy_multi"), Mode.MULTI)
+
+
+def test_multi_stream_mode_and_task_rates(ros, multi_artifacts):
+    """Multi-stream, semantic every 2nd frame: each prediction goes out once, stamped with its own frame."""
+    start(ros, make_node(ros, artifact_dir=str(multi_artifacts), mode="multi", tasks=["depth", "semantic"],
+                         semantic_color=False, **{"rates.semantic": 2}))
+    boxes = {n: ros.listen(f"/stablemtl/{n}") for n in ("depth/relative", "semantic")}
+    pub = ros.helper.create_publisher(Image, "/image", QoSProfile(depth=10))
+    wait_for(lambda: pub.get_subscription_count() >= 1, what="the node's subscription")
+    wait_for(lambda: ros.helper.count_publishers("/stablemtl/semantic") >= 1, what="outputs")
+    frames = photo_frames(3)
+    for i, frame in enumerate(frames):
+        pub.publish(numpy_to_image(frame, "rgb8", Image, stamp(i)))
+        wait_for(lambda: _arrived(boxes, "depth/relative", stamp(i)), what=f"depth of frame {i}")
+    with Runtime.from_artifacts(multi_artifacts, tasks=["depth", "semantic"], mode="multi",
+                                rates={"semantic": 2}) as direct:
+        expected = [direct.infer(f) for f in frames]
+    wait_for(lambda: _arrived(boxes, "semantic", stamp(2)), what="semantic of frame 2")
+    assert [m.header.stamp.sec for m in boxes["semantic"]] == [stamp(0).stamp.sec, stamp(2).stamp.sec]
+    for msg, i in zip(boxes["depth/relative"], range(3)):
+        np.testing.assert_allclose(image_to_numpy(msg), expected[i]["depth"], atol=1e-5)
+    for msg, i in zip(boxes["semantic"], (0, 2)):
+        assert np.mean(image_to_numpy(msg) != expected[i]["semantic"]) < 1e-3
+
+
 def test_parameters_are_validated_and_locked_while_in_use(ros, artifacts):
     with pytest.raises(InvalidParameterValueException, match="unknown task `sky`: valid tasks are normal"):
         make_node(ros, tasks=["depth", "sky"])
