@@ -144,7 +144,9 @@ def runtime_option_grid(args: argparse.Namespace) -> list[RuntimeOptions]:
     return [_options(args, m, b, p) for m, b, p in itertools.product(modes, backends, precisions)]
 
 
-def run_cli(body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+def run_cli(
+    body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> int:
     """Parse ``argv`` and run ``body(args)`` with the house error convention.
 
     Returns:

@@ -293,7 +293,9 @@ class _RssProbe(Sink):
             self.samples.append((self._n, rss))
 
 
-def soak(options: RuntimeOptions, frames: int, size: tuple[int, int] | None = None, calibrate: int = 10) -> dict[str, Any]:
+def soak(
+    options: RuntimeOptions, frames: int, size: tuple[int, int] | None = None, calibrate: int = 10
+) -> dict[str, Any]:
     """Stream ``frames`` frames from a test pattern paced at twice the inference rate, latest frame wins.
 
     Args:
@@ -367,7 +369,8 @@ def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any
             p = r["stages_ms"][s]
             if s in MODEL_STAGES and p["p99"] == 0.0:
                 continue  # a stage this mode does not run
-            lines.append(f"| {r['config']} | {s} | {_fmt(p['p50'], '.2f')} | {_fmt(p['p90'], '.2f')} | {_fmt(p['p99'], '.2f')} |")
+            cells = " | ".join(_fmt(p[q], ".2f") for q in ("p50", "p90", "p99"))
+            lines.append(f"| {r['config']} | {s} | {cells} |")
     if soak_result is not None:
         s = soak_result
         lines += [
@@ -377,7 +380,8 @@ def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any
             "|---|---|---|---|---|---|---|---|---|---|",
             f"| {s['config']} | {_fmt(s['source_fps'], '.1f')} | {s['captured']} | {s['processed']} | {s['dropped']} | "
             f"{_fmt(s['latency_p50_ms'])} / {_fmt(s['latency_p99_ms'])} | {_fmt(s['service_mean_ms'])} | "
-            f"{_fmt(s['p99_over_service'], '.2f')} | {_fmt(s['rss_mb_first'], '.0f')} -> {_fmt(s['rss_mb_last'], '.0f')} | "
+            f"{_fmt(s['p99_over_service'], '.2f')} | "
+            f"{_fmt(s['rss_mb_first'], '.0f')} -> {_fmt(s['rss_mb_last'], '.0f')} | "
             f"{_fmt(s['rss_slope_mb_per_1000_frames'], '.2f')} |",
         ]
     return "\n".join(lines)
@@ -399,12 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=20, help="timed frames per configuration and schedule")
     b.add_argument("--warmup", type=int, default=3, help="untimed frames first")
     b.add_argument("--size", default=None, metavar="HxW", help="frame size (default: the artifact's resolution)")
-    b.add_argument("--source", default=None, help="take frames from this source (video, folder...) instead of a test pattern")
+    b.add_argument(
+        "--source", default=None, help="take frames from this source (video, folder...) instead of a test pattern"
+    )
     b.add_argument("--no-baseline", action="store_true", help="skip the official schedule")
     b.add_argument("--no-isolate", action="store_true",
                    help="measure every configuration in this process (peak RSS is then cumulative)")  # fmt: skip
-    b.add_argument("--soak", type=int, default=0, metavar="N",
-                   help="also stream N frames of a source twice as fast as inference (first configuration)")  # fmt: skip
+    b.add_argument(
+        "--soak", type=int, default=0, metavar="N",
+        help="also stream N frames of a source twice as fast as inference (first configuration)",
+    )  # fmt: skip
     b.add_argument("--json", type=Path, default=Path("stablemtl-bench.json"), help="write the results here")
     b.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
     return p
@@ -431,7 +439,10 @@ def _bench(args: argparse.Namespace) -> int:
         results.append(bench_config(options, settings) if args.no_isolate else _isolated(options, settings))
     soak_result = None
     if args.soak:
-        print(f"soak: {args.soak} frames at twice the inference rate ({options_label(grid[0])})", file=sys.stderr, flush=True)
+        print(
+            f"soak: {args.soak} frames at twice the inference rate ({options_label(grid[0])})",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
         soak_result = soak(grid[0], args.soak, settings.size)
     table = markdown(results, soak_result)
     print(table)

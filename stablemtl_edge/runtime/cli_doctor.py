@@ -13,6 +13,7 @@ import argparse
 import enum
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import platform
 import shutil
@@ -28,11 +29,20 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
-from ..manifest import Manifest
+from ..manifest import Manifest, Precision
 from .cli_args import HelpFormatter, add_artifact_args, run_cli
 from .sinks import opencv_has_gui
 
-__all__ = ["Status", "Check", "environment_checks", "provider_checks", "artifact_checks", "probe_model", "main"]
+__all__ = [
+    "Status",
+    "Check",
+    "environment_checks",
+    "provider_checks",
+    "artifact_checks",
+    "probe_model",
+    "render",
+    "main",
+]
 
 
 class Status(str, enum.Enum):
@@ -139,21 +149,23 @@ def environment_checks() -> list[Check]:
         checks.append(Check(s, "opencv window", Status.SKIP,
                             "no GUI (headless OpenCV or no display): use --output-video; for a window install "
                             "the `gui` extra"))  # fmt: skip
-    ort_version = _version("onnxruntime") or _version("onnxruntime-gpu")
     try:
         import onnxruntime as ort
 
         checks.append(Check(s, "onnxruntime", Status.OK, f"{ort.__version__} (device {ort.get_device()})"))
     except ImportError:
-        checks.append(Check(s, "onnxruntime", Status.FAIL, "not installed: `pip install onnxruntime` (or onnxruntime-gpu)"))
-    if ort_version and _version("onnxruntime") and _version("onnxruntime-gpu"):
-        checks.append(Check(s, "onnxruntime packages", Status.WARN,
-                            "both onnxruntime and onnxruntime-gpu are installed; they overwrite each other: keep one"))  # fmt: skip
+        checks.append(
+            Check(s, "onnxruntime", Status.FAIL, "not installed: `pip install onnxruntime` (or onnxruntime-gpu)")
+        )
+    if _version("onnxruntime") and _version("onnxruntime-gpu"):
+        both = "both onnxruntime and onnxruntime-gpu are installed; they overwrite each other: keep one"
+        checks.append(Check(s, "onnxruntime packages", Status.WARN, both))
     try:
         trt = importlib.import_module("tensorrt")
         checks.append(Check(s, "tensorrt", Status.OK, str(trt.__version__)))
     except ImportError:
-        checks.append(Check(s, "tensorrt", Status.SKIP, "not installed (JetPack, or `pip install tensorrt` from NVIDIA's index)"))
+        how = "not installed (JetPack, or `pip install tensorrt` from NVIDIA's index)"
+        checks.append(Check(s, "tensorrt", Status.SKIP, how))
     except Exception as e:  # a broken TensorRT install raises OSError/RuntimeError from its loader
         checks.append(Check(s, "tensorrt", Status.FAIL, f"installed but does not import: {_first_line(e)}"))
     checks += _cuda_checks()
@@ -218,8 +230,8 @@ def provider_checks() -> list[Check]:
             checks.append(Check(s, provider, Status.FAIL, f"listed but cannot start: {_first_line(e)}"))
             continue
         if granted[0] != provider:
-            checks.append(Check(s, provider, Status.WARN,
-                                f"listed but onnxruntime fell back to {granted[0]} (missing driver/libraries?)"))  # fmt: skip
+            fell = f"listed but onnxruntime fell back to {granted[0]} (missing driver/libraries?)"
+            checks.append(Check(s, provider, Status.WARN, fell))
         elif not np.array_equal(y, 2 * x):
             checks.append(Check(s, provider, Status.FAIL, f"runs but computed {y.tolist()} for x + x"))
         else:
@@ -235,9 +247,12 @@ def artifact_checks(directory: Path, run: bool = True) -> list[Check]:
     except StableMTLError as e:
         return [Check(s, "manifest", Status.FAIL, str(e))]
     p = manifest.profile
-    checks = [Check(s, "manifest", Status.OK,
-                    f"format {manifest.format_version}, {manifest.mode.value}-stream, {p.height}x{p.width}, batch "
-                    f"{p.min_batch}..{p.max_batch}, precisions {', '.join(x.value for x in manifest.precisions())}")]  # fmt: skip
+    precisions = ", ".join(x.value for x in manifest.precisions())
+    summary = (
+        f"format {manifest.format_version}, {manifest.mode.value}-stream, {p.height}x{p.width}, "
+        f"batch {p.min_batch}..{p.max_batch}, precisions {precisions}"
+    )
+    checks = [Check(s, "manifest", Status.OK, summary)]
     sound = []
     for prec in manifest.precisions():
         try:
@@ -266,8 +281,8 @@ def _engine_checks(directory: Path, manifest: Manifest, section: str) -> list[Ch
                       "none cached (build them on the target: `stablemtl-export build-engine`)")]  # fmt: skip
     if importlib.util.find_spec("tensorrt") is None:
         n = sum(len(f[2]) for f in found)
-        return [Check(section, "tensorrt engines", Status.WARN,
-                      f"{n} cached engine(s), but TensorRT is not installed here to check them against this GPU")]  # fmt: skip
+        why = f"{n} cached engine(s), but TensorRT is not installed here to check them against this GPU"
+        return [Check(section, "tensorrt engines", Status.WARN, why)]
     checks = []
     for prec, comp, _ in found:
         try:
@@ -278,12 +293,12 @@ def _engine_checks(directory: Path, manifest: Manifest, section: str) -> list[Ch
     return checks
 
 
-def _run_check(directory: Path, manifest: Manifest, prec: object, section: str) -> Check:
+def _run_check(directory: Path, manifest: Manifest, prec: Precision, section: str) -> Check:
     from .api import Runtime
     from .backends.base import Backend
     from .sources import PatternSource
 
-    name = f"{prec.value} inference"  # type: ignore[attr-defined]
+    name = f"{prec.value} inference"
     try:
         with Runtime.from_artifacts(directory, mode=manifest.mode, precision=prec, backend=Backend.ONNXRUNTIME,
                                     verify=False) as rt:  # fmt: skip
@@ -303,7 +318,8 @@ def _run_check(directory: Path, manifest: Manifest, prec: object, section: str) 
     if len(res.predictions) != len(rt.tasks):
         return Check(section, name, Status.FAIL, f"got {sorted(res.predictions)} of {list(rt.tasks)}")
     status = Status.WARN if fallbacks else Status.OK
-    detail = f"{manifest.mode.value}-stream, all {len(res.predictions)} tasks, {ms:.0f} ms/frame on " + "; ".join(engines)
+    detail = f"{manifest.mode.value}-stream, all {len(res.predictions)} tasks, {ms:.0f} ms/frame on "
+    detail += "; ".join(engines)
     return Check(section, name, status, detail + ("; " + "; ".join(fallbacks) if fallbacks else ""))
 
 

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..manifest import parse_enum
-from .cli_args import HelpFormatter, add_artifact_args, add_runtime_args, options_label, parse_list, run_cli, runtime_options
+from .cli_args import (
+    HelpFormatter,
+    add_artifact_args,
+    add_runtime_args,
+    options_label,
+    parse_list,
+    run_cli,
+    runtime_options,
+)
 from .sinks import ConsoleSink, FrameFileSink, MontageRenderer, OutputFormat, VideoSink, WindowSink
 from .sources import open_source
 from .stream import DropPolicy, Sink, Stream

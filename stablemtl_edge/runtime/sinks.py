@@ -174,10 +174,10 @@ class VideoSink(Sink):
         size = (image.shape[1], image.shape[0])
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*_FOURCC[self.path.suffix.lower()])
-            writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, size)
+            codec = _FOURCC[self.path.suffix.lower()]
+            writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), self.fps, size)
             if not writer.isOpened():
-                raise StableMTLError(f"OpenCV cannot write `{self.path}` ({_FOURCC[self.path.suffix.lower()]}); try .avi or .mp4")
+                raise StableMTLError(f"OpenCV cannot write `{self.path}` ({codec}); try .avi or .mp4")
             self._writer, self.size = writer, size
         elif size != self.size:
             raise StableMTLError(f"video frames changed size from {self.size} to {size}: one video holds one size")

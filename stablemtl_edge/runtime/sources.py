@@ -236,7 +236,9 @@ class CameraSource(Source):
             self._release()
             log.warning("%s stopped delivering frames (disconnect %d)", self.description, self.disconnects)
             if not self._reconnect():
-                log.warning("%s: giving up after %d reconnect attempts; ending the stream", self.description, self.retries)
+                log.warning(
+                    "%s: giving up after %d reconnect attempts; ending the stream", self.description, self.retries
+                )
                 return None
 
     def _reconnect(self) -> bool:
@@ -360,7 +362,9 @@ class ImageFolderSource(Source):
         self._pos += 1
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise StableMTLError(f"cannot read image `{path}`: the file is damaged or not an image; remove it from the folder")
+            raise StableMTLError(
+                f"cannot read image `{path}`: the file is damaged or not an image; remove it from the folder"
+            )
         return _bgr_to_rgb(image), None, path.name
 
     def _close(self) -> None:

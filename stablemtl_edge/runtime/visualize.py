@@ -62,7 +62,9 @@ _TURBO_LUT = _lut_from_control_points(TURBO_CONTROL_POINTS)  # (256, 3) uint8 RG
 def _flow_wheel() -> np.ndarray:
     """The Middlebury colour wheel (Baker et al., 2011): 55 hues, red -> yellow -> green -> cyan -> blue -> magenta."""
     # (length, channel held at 255, channel ramped, ramp rising?) per transition: R=0, G=1, B=2.
-    segments = ((15, 0, 1, True), (6, 1, 0, False), (4, 1, 2, True), (11, 2, 1, False), (13, 2, 0, True), (6, 0, 2, False))
+    segments = (
+        (15, 0, 1, True), (6, 1, 0, False), (4, 1, 2, True), (11, 2, 1, False), (13, 2, 0, True), (6, 0, 2, False),
+    )  # fmt: skip
     rows = []
     for n, full, ramped, rising in segments:
         ramp = np.floor(255.0 * np.arange(n) / n)
@@ -276,7 +278,9 @@ def montage(
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-        raise StableMTLError(f"montage input must be a uint8 RGB (H, W, 3) or grey (H, W) frame, got {img.dtype} {img.shape}")
+        raise StableMTLError(
+            f"montage input must be a uint8 RGB (H, W, 3) or grey (H, W) frame, got {img.dtype} {img.shape}"
+        )
     keys = [get_task(t).key for t in tasks] if tasks is not None else [get_task(t).key for t in predictions]
     if tasks is None:
         keys.sort(key=lambda k: get_task(k).index)

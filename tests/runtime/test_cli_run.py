@@ -103,7 +103,8 @@ def test_run_errors_are_one_line(artifacts, tmp_path, capsys):
     assert "unknown task `height`" in capsys.readouterr().err
     assert main(["pattern:8x8:1", "-a", str(artifacts), "--rates", "depth", "-q"]) == 1
     assert "task:N" in capsys.readouterr().err
-    assert main(["pattern:8x8:1", "-a", str(artifacts), "--output-dir", str(tmp_path / "o"), "--save", "gif", "-q"]) == 1
+    out = str(tmp_path / "o")
+    assert main(["pattern:8x8:1", "-a", str(artifacts), "--output-dir", out, "--save", "gif", "-q"]) == 1
     assert "unknown output format `gif`" in capsys.readouterr().err
 
 
@@ -117,7 +118,8 @@ def test_cli_tools_run_where_torch_cannot_be_imported(artifacts, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path}
     video = tmp_path / "m.avi"
     script = (
         "import sys\n"

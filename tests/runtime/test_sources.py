@@ -146,7 +146,9 @@ def _write_bag(path, frames, topic="/camera/image", compressed_topic=None):
     Time = ts.types["builtin_interfaces/msg/Time"]
     with Writer(path, version=9) as writer:
         conn = writer.add_connection(topic, Image.__msgtype__, typestore=ts)
-        cconn = writer.add_connection(compressed_topic, Compressed.__msgtype__, typestore=ts) if compressed_topic else None
+        cconn = None
+        if compressed_topic:
+            cconn = writer.add_connection(compressed_topic, Compressed.__msgtype__, typestore=ts)
         for i, f in enumerate(frames):
             header = Header(stamp=Time(sec=100 + i, nanosec=5), frame_id="cam")
             bgr = np.ascontiguousarray(f[..., ::-1])
