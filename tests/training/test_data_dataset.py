@@ -96,8 +96,9 @@ def test_skip_bad_samples_counts_and_gives_up_on_broken_data():
 
 def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench_main(["--size", "16x24", "--count", "2", "--repeat", "1", "--warmup", "0", "--domains", "indoor,flying",
-                       "--json", str(out), "--quiet", "--no-pin"]) == 0
+    argv = ["--size", "16x24", "--count", "2", "--repeat", "1", "--warmup", "0", "--domains", "indoor,flying",
+            "--json", str(out), "--quiet", "--no-pin"]
+    assert bench_main(argv) == 0
     report = json.loads(out.read_text())
     assert [r["domain"] for r in report["results"]] == ["indoor", "flying"]
     assert report["results"][0]["pairs_per_s"] > 0 and report["size"] == [16, 24]

@@ -128,7 +128,8 @@ def _vkitti(root, split_tars=False, frames=3):
 
     text = (root / "vkitti_2.0.3_textgt" if split_tars else root) / "Scene01" / "clone"
     text.mkdir(parents=True, exist_ok=True)
-    (text / "colors.txt").write_text("Category r g b\n" + "".join(f"{k} {r} {g} {b}\n" for k, (r, g, b) in VKITTI2_CLASSES.items()))
+    lines = "".join(f"{k} {r} {g} {b}\n" for k, (r, g, b) in VKITTI2_CLASSES.items())
+    (text / "colors.txt").write_text("Category r g b\n" + lines)
     (text / "intrinsic.txt").write_text("frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]\n" + "".join(
         f"{i} {c} 20.0 20.0 {(W - 1) / 2} {(H - 1) / 2}\n" for i in range(frames) for c in (0, 1)))
     truth = []
@@ -224,10 +225,12 @@ def _ft3d(root, frames=3):
         P1 = np.stack([(u - cx) * z1 / f, (v - cy) * z1 / f, z1], -1)
         sf = RNG.uniform(-5, 5, (H, W, 3))
         P2 = P1 + sf
-        flow = np.stack([f * P2[..., 0] / P2[..., 2] + cx - u, f * P2[..., 1] / P2[..., 2] + cy - v, np.zeros((H, W))], -1)
+        u2, v2 = f * P2[..., 0] / P2[..., 2] + cx, f * P2[..., 1] / P2[..., 2] + cy
+        flow = np.stack([u2 - u, v2 - v, np.zeros((H, W))], -1)
         disp = f * b / z1
         dchange = f * b / P2[..., 2] - disp
-        write_pfm(root.joinpath("optical_flow", *rel, "into_future", "left", f"OpticalFlowIntoFuture_{6 + i:04d}_L.pfm"), flow)
+        name = f"OpticalFlowIntoFuture_{6 + i:04d}_L.pfm"
+        write_pfm(root.joinpath("optical_flow", *rel, "into_future", "left", name), flow)
         write_pfm(root.joinpath("disparity", *rel, "left", f"{6 + i:04d}.pfm"), disp)
         write_pfm(root.joinpath("disparity_change", *rel, "into_future", "left", f"{6 + i:04d}.pfm"), dchange)
         truth.append((flow[..., :2], sf))

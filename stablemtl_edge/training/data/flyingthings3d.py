@@ -77,8 +77,9 @@ class FlyingThings3DSource(SampleSource):
         focal, baseline: the dataset's camera (1050 px, 1 unit).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "TRAIN", render_pass: RenderPass | str = RenderPass.CLEAN,
-                 tasks: list[str | TaskName] | None = None, focal: float = FOCAL_PX, baseline: float = BASELINE) -> None:
+    def __init__(self, root: str | os.PathLike, split: str = "TRAIN",
+                 render_pass: RenderPass | str = RenderPass.CLEAN, tasks: list[str | TaskName] | None = None,
+                 focal: float = FOCAL_PX, baseline: float = BASELINE) -> None:
         self.root = require_dir(root, "FlyingThings3D root")
         self._tasks = select_tasks(tasks, FT3D_TASKS, "FlyingThings3D")
         try:
@@ -89,7 +90,8 @@ class FlyingThings3DSource(SampleSource):
         if self.split not in ("TRAIN", "TEST"):
             raise StableMTLError(f"unknown FlyingThings3D split `{split}`: use TRAIN or TEST")
         self.focal, self.baseline = float(focal), float(baseline)
-        frames_root = require_dir(self.root / f"frames_{self.render_pass.value}pass" / self.split, "FlyingThings3D frames")
+        frames_root = require_dir(self.root / f"frames_{self.render_pass.value}pass" / self.split,
+                                  "FlyingThings3D frames")
         self.frames: list[tuple[str, str, int]] = []  # (set, sequence, frame)
         for seq_dir in sorted(frames_root.glob("*/*/left")):
             ids = sorted(int(m.group(1)) for f in seq_dir.iterdir() if (m := _FRAME.match(f.name)))

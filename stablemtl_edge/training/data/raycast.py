@@ -69,10 +69,8 @@ class Pose:
         """Apply ``self`` first, then ``other`` (``other ∘ self``)."""
         return Pose(other.rot @ self.rot, other.rot @ self.pos + other.pos)
 
-    def apply(self, pts: np.ndarray) -> np.ndarray:
-        return pts @ self.rot.T + self.pos
-
     def inverse_apply(self, pts: np.ndarray) -> np.ndarray:
+        """World points ``(..., 3)`` -> local frame."""
         return (pts - self.pos) @ self.rot
 
 
@@ -96,12 +94,8 @@ class Camera:
         return _grid_rays(self.height, self.width, self.K)
 
     def world_to_camera(self, pts: np.ndarray) -> np.ndarray:
+        """World points ``(..., 3)`` -> camera frame (OpenCV axes)."""
         return self.pose.inverse_apply(pts)
-
-    def project(self, pts_cam: np.ndarray) -> np.ndarray:
-        """Camera-frame points ``(N, 3)`` -> pixel coordinates ``(N, 2)``."""
-        z = pts_cam[:, 2:3]
-        return (pts_cam[:, :2] / z) * np.array([self.K[0, 0], self.K[1, 1]]) + np.array([self.K[0, 2], self.K[1, 2]])
 
 
 _RAY_CACHE: dict[tuple, np.ndarray] = {}
@@ -308,7 +302,7 @@ def pixel_boxes(prims: Sequence[Primitive], frame: int, cam: Camera) -> list[Box
     rots = np.stack([p.pose_at(frame).rot for p in prims])
     pos = np.stack([p.pose_at(frame).pos for p in prims])
     world = np.einsum("mij,mkj->mki", rots, _CORNERS[None] * half[:, None, :]) + pos[:, None, :]
-    c = (world - cam.pose.pos) @ cam.pose.rot  # (M, 8, 3) camera frame
+    c = cam.world_to_camera(world)  # (M, 8, 3) camera frame
     z = c[..., 2]
     zmin, zmax = z.min(axis=1), z.max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

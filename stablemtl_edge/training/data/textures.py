@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...tasks import IGNORE_ID
+from ...tasks import CLASS_NAMES, IGNORE_ID
 
 __all__ = [
     "SmoothNoise",
@@ -27,7 +27,7 @@ __all__ = [
     "TrafficLightHead",
 ]
 
-CLASS_ID = {"road": 0, "building": 1, "pole": 2, "traffic light": 3, "traffic sign": 4, "vegetation": 5, "sky": 6, "vehicle": 7}
+CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 
 def _mix(c1: np.ndarray, c2: np.ndarray, t: np.ndarray) -> np.ndarray:

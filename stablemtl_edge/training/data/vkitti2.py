@@ -207,7 +207,9 @@ class VKitti2Source(SampleSource):
                 if d.is_dir():
                     return d
                 tried.append(d)
-        raise StableMTLError(f"missing Virtual KITTI 2 {key} directory: none of {', '.join(map(str, tried[:2]))} exists")
+        raise StableMTLError(
+            f"missing Virtual KITTI 2 {key} directory: none of {', '.join(map(str, tried[:2]))} exists"
+        )
 
     def _text(self, scene: str, var: str, name: str) -> Path | None:
         for base in (self.root, self.root / "vkitti_2.0.3_textgt"):
