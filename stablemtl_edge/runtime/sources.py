@@ -227,29 +227,26 @@ class CameraSource(Source):
             self._cap = None
 
     def _read(self) -> tuple[np.ndarray, int | None, str] | None:
+        attempts = 0  # reconnects since the last frame; a reopened device that gives no frame counts too
         while True:
             if self._cap is not None:
                 ok, image = self._cap.read()
                 if ok and image is not None and image.size:
                     return _bgr_to_rgb(image), None, self.description
-            self.disconnects += 1
+            if attempts == 0:
+                self.disconnects += 1
+                log.warning("%s stopped delivering frames (disconnect %d)", self.description, self.disconnects)
             self._release()
-            log.warning("%s stopped delivering frames (disconnect %d)", self.description, self.disconnects)
-            if not self._reconnect():
-                log.warning(
-                    "%s: giving up after %d reconnect attempts; ending the stream", self.description, self.retries
-                )
+            if attempts >= self.retries:
+                log.warning("%s: no frame after %d reconnect attempts; ending the stream", self.description, attempts)
                 return None
-
-    def _reconnect(self) -> bool:
-        for attempt in range(1, self.retries + 1):
+            attempts += 1
             if self._interrupted.wait(self.retry_delay_s):
-                return False
+                return None
             if self._connect():
-                log.warning("%s reconnected (attempt %d of %d)", self.description, attempt, self.retries)
-                return True
-            log.warning("%s: reconnect attempt %d of %d failed", self.description, attempt, self.retries)
-        return False
+                log.warning("%s reopened (attempt %d of %d)", self.description, attempts, self.retries)
+            else:
+                log.warning("%s: reconnect attempt %d of %d failed", self.description, attempts, self.retries)
 
     def _close(self) -> None:
         self._release()

@@ -380,6 +380,11 @@ class Stream:
         return self.stats
 
     @property
+    def max_pending(self) -> int:
+        """The most items ever waiting in a hand-over slot (input or output): the queue bound, always <= 1."""
+        return max(self._inputs.max_len, self._outputs.max_len)
+
+    @property
     def running(self) -> bool:
         return not all(ev.is_set() for ev in self._done)
 

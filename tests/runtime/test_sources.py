@@ -124,6 +124,20 @@ def test_camera_reconnects_then_ends_cleanly_when_the_device_is_gone(tmp_path):
         assert cam.disconnects == 2
 
 
+def test_camera_that_reopens_without_frames_counts_as_failed_attempts(tmp_path):
+    # A device that opens every time but never delivers must not be retried forever.
+    path = _write_video(tmp_path / "cam.avi", _pattern_frames(1))
+    cam = CameraSource(str(path), retries=3, retry_delay_s=0.0)
+    with cam:
+        assert cam.read() is not None
+        assert cam.read() is not None  # reopened after the end of the one-frame device
+        empty = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
+        empty.release()  # a valid video without frames: it opens every time but never delivers
+        assert cv2.VideoCapture(str(path)).isOpened()
+        assert cam.read() is None
+        assert cam.disconnects == 2
+
+
 def test_camera_interrupt_ends_a_reconnect_wait(tmp_path):
     path = _write_video(tmp_path / "cam.avi", _pattern_frames(1))
     cam = CameraSource(str(path), retries=1000, retry_delay_s=30.0)

@@ -127,7 +127,7 @@ def test_live_stream_drops_old_frames_instead_of_queueing():
 
     def gate(call_index):
         target = min(60, 3 * (call_index + 1))
-        while src._index < target and not stream._stop.is_set():
+        while stream.stats.captured < target:
             threading.Event().wait(0.001)
 
     sink = Collect()
@@ -138,7 +138,7 @@ def test_live_stream_drops_old_frames_instead_of_queueing():
     assert stats.captured == 60
     assert stats.dropped > 0
     assert stats.processed + stats.dropped == stats.captured
-    assert stream._inputs.max_len <= 1 and stream._outputs.max_len <= 1
+    assert stream.max_pending == 1
     idx = [it.frame.index for it in sink.items]
     assert idx == sorted(set(idx)) and idx[-1] == 59  # newest frames win, the last one is processed
     assert len(sink.items) + stats.outputs_dropped == stats.processed
