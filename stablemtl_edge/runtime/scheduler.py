@@ -12,7 +12,13 @@ zeros(4)]`` on channels with ``task_id`` = canonical task index.
 - then ONE batched ``decoder`` call over the k latents.
 
 So a frame costs k UNet rows single-stream and 7 + k (k = 1: 6 + 1) multi-stream, against 7 per task in
-the official schedule. Per-task rates skip tasks on some frames; the auxiliary features can be reused for
+the official schedule.
+
+Streaming multi-stream rows share one auxiliary call, so every main task at frame t attends to one-frame
+streams computed on t and flow streams computed on (t-1, t) (on the first frame: (t, t)). A stateless
+reference run differs slightly: ``predict(t-1, t)`` computes the one-frame streams on t-1, and
+``predict(t)`` the flow streams on (t, t). Matching both exactly would cost extra auxiliary rows per frame;
+single-stream results are identical either way. Per-task rates skip tasks on some frames; the auxiliary features can be reused for
 ``aux_reuse`` frames. The scheduler speaks only to :class:`~.backends.base.BaseRunner` and works on
 network-resolution arrays; letterbox and decoding live in :mod:`.api`.
 """
