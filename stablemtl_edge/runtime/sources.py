@@ -369,11 +369,11 @@ class ImageFolderSource(Source):
 
 
 class RosBagSource(Source):
-    """Camera frames from a ROS 2 bag (``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage``), via ``rosbags``.
+    """Camera frames from a ROS 2 bag (``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage``).
 
-    Messages are decoded by :mod:`stablemtl_edge.runtime.ros.image_conversions` (the node's own
-    conversions); the header stamp becomes :attr:`Frame.stamp_ns`. Non-camera encodings (e.g. ``32FC1``)
-    are an error naming the topic.
+    Reading and decoding are those of the bag tools (:class:`stablemtl_edge.runtime.ros.bag.BagImageReader`,
+    which needs ``rosbags``); the header stamp becomes :attr:`Frame.stamp_ns`. Messages that are not
+    camera images (a ``32FC1`` depth, a corrupt JPEG) are skipped and counted in :attr:`skipped`.
 
     Args:
         path: the bag directory (or its ``.mcap`` / ``.db3`` file).
@@ -381,78 +381,52 @@ class RosBagSource(Source):
         loop: start again at the end.
     """
 
-    _TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-
     def __init__(self, path: str | Path, topic: str | None = None, loop: bool = False) -> None:
         super().__init__()
-        path = Path(path)
-        self.path = path.parent if path.is_file() and path.suffix in _BAG_EXTENSIONS else path
+        self.path = Path(path)
         self.topic = topic
         self.loop = loop
         self._reader: Any = None
-        self._messages: Iterator[Any] | None = None
-        self._connections: list[Any] = []
+        self._frames: Iterator[Any] | None = None
 
     @property
     def description(self) -> str:
         return f"bag {self.path}" + (f" topic {self.topic}" if self.topic else "")
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Reason -> count of messages that could not be turned into a frame."""
+        return dict(self._reader.skipped) if self._reader is not None else {}
+
     def _open(self) -> None:
         try:
-            from rosbags.highlevel import AnyReader
-            from rosbags.typesys import Stores, get_typestore
+            from .ros.bag import BagImageReader
         except ImportError:
             raise MissingDependencyError("rosbags", "ros", "reading ROS 2 bags") from None
-        if not self.path.exists():
-            raise StableMTLError(f"ROS 2 bag `{self.path}` does not exist")
-        reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_JAZZY))
-        try:
-            reader.open()
-        except Exception as e:  # rosbags raises its own error types for every malformed bag
-            raise StableMTLError(f"cannot open ROS 2 bag `{self.path}`: {e}") from None
-        images = [c for c in reader.connections if c.msgtype in self._TYPES]
-        topics = sorted({c.topic for c in images})
-        if self.topic is None:
-            if len(topics) != 1:
-                reader.close()
-                have = ", ".join(topics) or "none"
-                raise StableMTLError(
-                    f"bag `{self.path}` has {len(topics)} image topics ({have}); choose one with --topic"
-                )
-            self.topic = topics[0]
-        self._connections = [c for c in images if c.topic == self.topic]
-        if not self._connections:
-            reader.close()
-            have = ", ".join(topics) or "none"
-            raise StableMTLError(f"bag `{self.path}` has no image topic `{self.topic}` (image topics: {have})")
-        self._reader = reader
-        self._messages = None
+        self._reader = BagImageReader(self.path, self.topic)
+        self.topic = self._reader.topic
+        self._frames = None
 
     def _read(self) -> tuple[np.ndarray, int | None, str] | None:
-        from .ros.image_conversions import frame_from_compressed, frame_from_image
-
         assert self._reader is not None
         for attempt in range(2):
-            if self._messages is None:
-                self._messages = iter(self._reader.messages(connections=self._connections))
-            item = next(self._messages, None)
+            if self._frames is None:
+                self._frames = iter(self._reader)
+            item = next(self._frames, None)
             if item is not None:
                 break
-            self._messages = None
+            self._frames = None
             if not self.loop or attempt == 1 or self._index == 0:
                 return None
-        connection, _, raw = item
-        msg = self._reader.deserialize(raw, connection.msgtype)
-        compressed = connection.msgtype.endswith("CompressedImage")
-        image, layout = frame_from_compressed(msg) if compressed else frame_from_image(msg)
-        stamp = msg.header.stamp
-        return to_rgb(image, layout.value), int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), connection.topic
+        stamp = item.header.stamp
+        image = to_rgb(item.frame, item.layout.value)
+        return image, int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), self._reader.topic
 
     def _close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-            self._messages = None
+            self._frames = None
 
 
 class PatternSource(Source):

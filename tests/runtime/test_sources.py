@@ -188,6 +188,10 @@ def test_rosbag_source_reads_image_and_compressed_topics(tmp_path):
         for i, (f, ref) in enumerate(zip(got, frames)):
             np.testing.assert_array_equal(f.image, ref)  # bgr8 and PNG are lossless
             assert f.stamp_ns == (100 + i) * 1_000_000_000 + 5 and f.name == topic
+    with RosBagSource(bag, topic="/camera/image", loop=True) as src:
+        looped = [src.read() for _ in range(5)]
+    np.testing.assert_array_equal(looped[3].image, looped[0].image)
+    assert looped[3].stamp_ns == looped[0].stamp_ns and looped[4].index == 4
     with pytest.raises(StableMTLError, match="no image topic `/other`"):
         RosBagSource(bag, topic="/other").open()
     assert isinstance(open_source(str(bag), topic="/camera/image"), RosBagSource)
