@@ -426,7 +426,7 @@ def _sky(scene: Scene, rays: np.ndarray) -> np.ndarray:
     """Sky colour ``(3, H, W)`` for world ray directions ``(3, H, W)``: zenith to horizon gradient."""
     if scene.sky_zenith is None:
         return np.zeros(rays.shape)
-    up = np.clip(-rays[1] / np.sqrt((rays * rays).sum(axis=0)), 0.0, 1.0) ** 0.6
+    up = np.sqrt(np.clip(-rays[1] / np.sqrt((rays * rays).sum(axis=0)), 0.0, 1.0))
     return scene.sky_horizon[:, None, None] + (scene.sky_zenith - scene.sky_horizon)[:, None, None] * up
 
 
@@ -441,7 +441,7 @@ def _linear_image(scene: Scene, hits) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def _to_uint8(linear: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
     display = srgb_encode(linear.astype(np.float32))
     if noise > 0:
-        display = display + rng.normal(0.0, noise, display.shape).astype(np.float32)
+        display = display + np.float32(noise) * rng.standard_normal(display.shape, dtype=np.float32)
     return np.clip(np.rint(display * 255.0), 0, 255).astype(np.uint8)
 
 
