@@ -23,8 +23,9 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -235,7 +236,7 @@ class StreamStats:
     ended_by: str
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
     def summary(self) -> str:
         return (
@@ -250,13 +251,13 @@ class _RateMeter:
 
     def __init__(self, window_s: float = 1.0) -> None:
         self.window_ns = int(window_s * 1e9)
-        self._times: list[int] = []
+        self._times: deque[int] = deque()
 
     def tick(self, now_ns: int) -> float:
         self._times.append(now_ns)
         cut = now_ns - self.window_ns
         while len(self._times) > 2 and self._times[0] < cut:
-            self._times.pop(0)
+            self._times.popleft()
         if len(self._times) < 2:
             return 0.0
         return (len(self._times) - 1) * 1e9 / max(self._times[-1] - self._times[0], 1)
