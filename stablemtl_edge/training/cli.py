@@ -1,0 +1,252 @@
+"""``stablemtl-train``: train a stage, write a sample pool, evaluate a model, or package a release.
+
+    stablemtl-train --stage vae --output runs/vae --steps 800          # same as `stablemtl-train train ...`
+    stablemtl-train --config recipe.yaml --stage single --init-from runs/vae/model --output runs/single
+    accelerate launch -m stablemtl_edge.training.cli --stage single ...  # several processes / GPUs / nodes
+    stablemtl-train pool --output pools --count indoor=1200,driving=1000,flying=600
+    stablemtl-train evaluate --model runs/multi/model --output metrics.json
+    stablemtl-train release --model runs/multi/model --output stablemtl_edge/weights/demo
+
+A YAML config file supplies defaults for any training flag (keys are the flag names with ``_``); flags
+given on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import StableMTLError
+
+__all__ = ["main", "build_parser"]
+
+SUBCOMMANDS = ("train", "pool", "evaluate", "release")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 128x192, got `{text}`") from None
+    return h, w
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .optim import OptimConfig
+
+    d = OptimConfig()
+    p = sub.add_parser("train", help="train one stage (the default command)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", type=Path, help="YAML file of defaults for these flags (keys with `_`)")
+    p.add_argument("--stage", choices=("vae", "single", "multi"), default="single",
+                   help="vae: train the autoencoder (small presets); single: stage 1; multi: stage 2")
+    p.add_argument("--preset", default="small", help="model preset of a fresh `vae` run (small, tiny, sd2)")
+    p.add_argument("--init-from", help="the previous stage's model directory (<run>/model); needed by single and multi")
+    p.add_argument("--output", type=Path, help="run directory: checkpoints, train.jsonl, validation.jsonl, model/")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
+    p.add_argument("--batch", type=int, default=8, help="samples per micro-batch per process")
+    p.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--seed", type=int, default=0, help="seeds initialisation, sampling and augmentation")
+    p.add_argument("--tasks", help="comma-separated tasks to train (default: every task the data label)")
+    p.add_argument("--data", action="append", metavar="SOURCE",
+                   help="repeatable: `procedural` (live scenes), `pool=DIR`, `hypersim=DIR`, `vkitti2=DIR`, "
+                        "`flyingthings3d=DIR`; corpora without a source fall back to procedural scenes only if "
+                        "`procedural` is given (default: procedural)")
+    p.add_argument("--procedural-length", type=int, default=10_000, help="distinct procedural scenes per domain")
+    p.add_argument("--no-validation", action="store_true", help="skip validation on the procedural val split")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (Adam)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps")
+    p.add_argument("--decay-horizon", type=int, default=d.decay_horizon,
+                   help="step at which the exponential decay reaches --final-ratio")
+    p.add_argument("--final-ratio", type=float, default=d.final_ratio, help="learning-rate floor relative to --lr")
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (0: off)")
+    p.add_argument("--resolution", type=_size, help="training resolution HxW (default: the preset's)")
+    p.add_argument("--crop", type=_size, help="random crop HxW out of the resolution (vae default 64x64)")
+    p.add_argument("--no-augment", action="store_true", help="disable flips and colour jitter")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept on disk")
+    p.add_argument("--validate-every", type=int, default=0, help="steps between validations (0: at the end only)")
+    p.add_argument("--val-per-source", type=int, default=8, help="validation samples per domain")
+    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
+                   help="auto: bf16/fp16 on GPUs that have it, fp32 on CPU")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_pool(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pool", help="render procedural samples once into .npz pools",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output", type=Path, required=True, help="directory; one sub-directory per domain")
+    p.add_argument("--count", default="indoor=1200,driving=1000,flying=600", help="samples per domain")
+    p.add_argument("--resolution", type=_size, default=(128, 192), help="image size HxW")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"), help="procedural split")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="held-out procedural metrics vs the trivial baseline, with delta_m",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="demo", help="model directory or bundled name")
+    p.add_argument("--split", default="test", choices=("val", "test"), help="procedural split")
+    p.add_argument("--per-domain", type=int, default=48, help="samples per domain")
+    p.add_argument("--output", type=Path, help="JSON report (Markdown is printed)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def _add_release(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("release", help="copy a model as an fp16 checkpoint (the bundled-model format)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="trained model directory (<run>/model)")
+    p.add_argument("--output", type=Path, required=True, help="destination directory")
+    p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="storage precision")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stablemtl-train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    _add_train(sub)
+    _add_pool(sub)
+    _add_evaluate(sub)
+    _add_release(sub)
+    return parser
+
+
+def _parse_data(values: list[str] | None, procedural_length: int, validate: bool) -> Any:
+    from .sources import DataConfig
+
+    values = values or ["procedural"]
+    kw: dict[str, Any] = {"procedural": False, "pools": [], "procedural_length": procedural_length,
+                          "validate": validate}
+    for v in values:
+        name, _, path = v.partition("=")
+        name = name.strip().lower()
+        if name == "procedural" and not path:
+            kw["procedural"] = True
+        elif name == "pool" and path:
+            kw["pools"].append(path)
+        elif name in ("hypersim", "vkitti2", "flyingthings3d") and path:
+            kw[name] = path
+        else:
+            raise StableMTLError(
+                f"--data `{v}` not understood: use procedural, pool=DIR, hypersim=DIR, vkitti2=DIR or flyingthings3d=DIR"
+            )
+    kw["pools"] = tuple(kw["pools"])
+    return DataConfig(**kw)
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args
+    import yaml
+
+    path: Path = args.config
+    if not path.is_file():
+        raise StableMTLError(f"config file `{path}` does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise StableMTLError(f"`{path}` is not valid YAML ({e})") from None
+    if not isinstance(values, dict):
+        raise StableMTLError(f"`{path}` must be a mapping of flag names to values")
+    train_parser = parser._subparsers._group_actions[0].choices["train"]  # noqa: SLF001 (argparse has no API)
+    known = {a.dest: a for a in train_parser._actions}  # noqa: SLF001
+    defaults = {}
+    for key, value in values.items():
+        dest = str(key).replace("-", "_")
+        if dest not in known or dest in ("help", "config"):
+            raise StableMTLError(f"`{path}`: unknown key `{key}`; keys are the training flags, e.g. steps, batch, lr")
+        if dest in ("resolution", "crop") and isinstance(value, str):
+            value = _size(value)
+        if dest == "data" and isinstance(value, str):
+            value = [value]
+        defaults[dest] = value
+    train_parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .optim import OptimConfig
+    from .trainer import TrainConfig, train
+
+    if args.output is None:
+        raise StableMTLError("--output is required (the run directory)")
+    config = TrainConfig(
+        stage=args.stage, output=args.output, preset=args.preset, init_from=args.init_from, steps=args.steps,
+        batch=args.batch, accumulation=args.accumulation, seed=args.seed,
+        tasks=tuple(t for t in args.tasks.split(",") if t.strip()) if args.tasks else None,
+        data=_parse_data(args.data, args.procedural_length, not args.no_validation),
+        optim=OptimConfig(lr=args.lr, warmup=args.warmup, decay_horizon=args.decay_horizon,
+                          final_ratio=args.final_ratio, clip=args.clip),
+        resolution=tuple(args.resolution) if args.resolution else None,
+        crop=tuple(args.crop) if args.crop else None, augment=not args.no_augment,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        validate_every=args.validate_every, val_per_source=args.val_per_source,
+        precision=args.mixed_precision, progress=not args.no_progress,
+    )
+    model_dir = train(config, resume=args.resume)
+    print(f"trained `{config.stage}` for {config.steps} steps: {model_dir}")
+    return 0
+
+
+def _run_pool(args: argparse.Namespace) -> int:
+    from .data.procedural import procedural_split
+    from .pool import write_pool
+
+    for item in args.count.split(","):
+        domain, _, n = item.partition("=")
+        if not n.isdigit():
+            raise StableMTLError(f"--count `{item}` must read DOMAIN=N (indoor, driving, flying)")
+        source = procedural_split(args.split, domain.strip(), size=tuple(args.resolution), length=max(int(n), 1))
+        write_pool(source, args.output / source.domain, int(n))
+    print(f"pools written under {args.output}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .report import heldout_report
+
+    report = heldout_report(args.model, args.split, args.per_domain)
+    print(report.markdown)
+    if args.output:
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"written: {args.output}")
+    return 0
+
+
+def _run_release(args: argparse.Namespace) -> int:
+    from .report import release_model
+
+    path = release_model(args.model, args.output, args.dtype)
+    size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
+    print(f"released {args.model} -> {path} ({size:.1f} MB, {args.dtype})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
+        argv = ["train", *argv]
+    parser = build_parser()
+    try:
+        args = _apply_config_file(parser, argv)
+        threads = getattr(args, "threads", None)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        return {"train": _run_train, "pool": _run_pool, "evaluate": _run_evaluate, "release": _run_release}[
+            args.command](args)
+    except StableMTLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
