@@ -422,15 +422,29 @@ def first_hit_depth(cam: Camera, prims: Sequence[Primitive], frame: int, pts_cam
         if box is None:
             continue
         pose = prim.pose_at(frame)
+        o_local = pose.rot.T @ (origin - pose.pos)
         r0, r1, c0, c1, zmin = box
         lo, hi = np.searchsorted(rows, [r0 - 1, r1], side="left")
         if hi <= lo:
             continue
         # Only points behind the primitive's nearest depth, inside its rectangle, can be hidden by it.
-        sel = np.flatnonzero((zs[lo:hi] > zmin) & (cols[lo:hi] >= c0 - 1) & (cols[lo:hi] <= c1)) + lo
+        near = (zs[lo:hi] > zmin) & (cols[lo:hi] >= c0 - 1) & (cols[lo:hi] <= c1)
+        if prim.shape is Shape.PLANE:
+            # ... and for a plane, only points on the other side of it from the camera.
+            up = pose.rot[:, 1] @ dirs[:, lo:hi]  # plane normal (local y) along each ray, per unit depth
+            near &= (o_local[1] + zs[lo:hi] * up) * o_local[1] < 0
+        elif prim.inside and np.all(np.abs(o_local) < prim.half_extents):
+            # ... and for a room seen from inside, only points outside it: the segment between two inside
+            # points never crosses the walls (convexity).
+            d_local = pose.rot.T @ dirs[:, lo:hi]
+            outside = np.zeros(hi - lo, dtype=bool)
+            for axis in range(3):
+                outside |= np.abs(o_local[axis] + zs[lo:hi] * d_local[axis]) > prim.half_extents[axis] * (1 - 1e-6)
+            near &= outside
+        sel = np.flatnonzero(near) + lo
         if sel.size == 0:
             continue
-        t = prim.intersect(pose.rot.T @ (origin - pose.pos), pose.rot.T.astype(np.float32) @ gather_columns(dirs, sel))
+        t = prim.intersect(o_local, pose.rot.T.astype(np.float32) @ gather_columns(dirs, sel))
         best[sel] = np.minimum(best[sel], t)
     out = np.empty_like(best)
     out[order] = best
