@@ -120,7 +120,7 @@ def write_png16(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def read_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
-    """Read an 8-bit image (jpg/png) as uint8 RGB ``(H, W, 3)``; 16-bit files are refused."""
+    """Read an image (jpg/png) as uint8 RGB ``(H, W, 3)`` (OpenCV reduces 16-bit files to 8 bits)."""
     img = _imread(Path(path), cv2.IMREAD_COLOR, what)
     return np.ascontiguousarray(img[..., ::-1])
 
