@@ -142,8 +142,10 @@ class VideoSink(Sink):
 
     The codec follows the extension (``.mp4``/``.mov``: mp4v, ``.avi``: MJPG, ``.mkv``: FFV1, lossless).
     The size is taken from the first frame; odd sizes are padded by one replicated row/column, because
-    FFmpeg's encoders silently drop the last row of an odd-sized frame. Until :meth:`close` the video is
-    written under a temporary name, so an interrupted run never leaves a truncated file at ``path``.
+    FFmpeg's encoders silently drop the last row of an odd-sized frame. Until :meth:`close` finalises the
+    container, the video is written under a hidden temporary name beside ``path``: a process that dies
+    mid-run leaves no unplayable file at ``path`` (a run stopped by Ctrl-C or an error is closed normally
+    and keeps the frames written so far).
 
     Args:
         path: output file.
