@@ -8,8 +8,9 @@ Conventions (physical units; the codecs in :mod:`stablemtl_edge.tasks` turn them
   (OpenGL axes, as Hypersim ``normal_cam``; visible surfaces have z > 0);
 - ``semantic``: ``(H, W)`` uint8 class ids 0..7 (``tasks.CLASS_NAMES``), 255 = ignore;
 - ``optical_flow``: ``(H, W, 2)`` float32 forward flow frame1 -> frame2 in pixels (u right, v down);
-- ``scene_flow``: ``(H, W, 3)`` float32 3-D displacement of the frame-1 point in metres, in frame 1's
-  camera frame with OpenCV axes (x right, y down, z forward), so projecting it gives the optical flow;
+- ``scene_flow``: ``(H, W, 3)`` float32 in metres, OpenCV axes (x right, y down, z forward): the frame-1
+  point's coordinates in camera 2 minus its coordinates in camera 1 (ego-motion included), so that
+  projecting ``X1 + scene_flow`` with the intrinsics lands on the pixel plus its optical flow;
 - ``albedo``: ``(H, W, 3)`` float32 in [0, 1]; ``shading``: ``(H, W)`` float32 grey in [0, 1].
 
 Every label carries a ``(H, W)`` bool validity mask. numpy only.
