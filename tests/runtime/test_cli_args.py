@@ -1,0 +1,92 @@
+"""The shared runtime argument groups: parsing, the artifact's own mode as default, sweeps, errors."""
+
+import argparse
+
+import pytest
+
+from stablemtl_edge.errors import StableMTLError
+from stablemtl_edge.manifest import Mode, Precision
+from stablemtl_edge.runtime.backends.base import Backend
+from stablemtl_edge.runtime.cli_args import (
+    add_artifact_args,
+    add_runtime_args,
+    options_label,
+    parse_list,
+    run_cli,
+    runtime_option_grid,
+    runtime_options,
+)
+from tests.runtime.artifact_zoo import ToyModel
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    return ToyModel().write(root / "multi", Mode.MULTI), ToyModel().write(root / "single", Mode.SINGLE)
+
+
+def _parser(multiple=False):
+    p = argparse.ArgumentParser()
+    add_artifact_args(p)
+    add_runtime_args(p, multiple=multiple)
+    return p
+
+
+def test_parse_list():
+    assert parse_list("a, b,,c") == ["a", "b", "c"]
+    assert parse_list(["a,b", "c"]) == ["a", "b", "c"]
+    assert parse_list(None) == []
+
+
+def test_options_default_to_the_artifacts_mode(artifacts):
+    multi, single = artifacts
+    o = runtime_options(_parser().parse_args(["-a", str(multi), "--tasks", "semantic,depth", "--rates", "semantic:3"]))
+    assert o.mode is Mode.MULTI and o.tasks == ("depth", "semantic") and o.rates == {"semantic": 3}
+    assert options_label(o) == "multi/auto/fp32"
+    assert runtime_options(_parser().parse_args(["-a", str(single)])).mode is Mode.SINGLE
+    o = runtime_options(_parser().parse_args(["-a", str(multi), "--mode", "single", "--providers",
+                                              "CPUExecutionProvider", "--rates", "depth:2", "--rates", "normal:4"]))  # fmt: skip
+    assert o.mode is Mode.SINGLE and o.providers == ("CPUExecutionProvider",) and o.rates == {"depth": 2, "normal": 4}
+    with o.open() as rt:
+        assert rt.mode is Mode.SINGLE and rt.rates == {"depth": 2, "normal": 4}
+
+
+def test_grid_is_the_product_of_the_lists(artifacts):
+    multi, _ = artifacts
+    args = _parser(multiple=True).parse_args(["-a", str(multi), "--mode", "single,multi",
+                                              "--backend", "onnxruntime", "--precision", "fp32,fp16"])  # fmt: skip
+    grid = runtime_option_grid(args)
+    assert [(o.mode, o.backend, o.precision) for o in grid] == [
+        (Mode.SINGLE, Backend.ONNXRUNTIME, Precision.FP32),
+        (Mode.SINGLE, Backend.ONNXRUNTIME, Precision.FP16),
+        (Mode.MULTI, Backend.ONNXRUNTIME, Precision.FP32),
+        (Mode.MULTI, Backend.ONNXRUNTIME, Precision.FP16),
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--mode", "single,multi"], "--mode takes one value"),
+        (["--mode", "triple"], "unknown mode `triple`"),
+        (["--backend", "openvino"], "unknown backend `openvino`"),
+        (["--rates", "depth:0"], "integer >= 1"),
+        (["--tasks", "height"], "unknown task `height`"),
+    ],
+)
+def test_errors_are_user_errors(artifacts, argv, message):
+    with pytest.raises(StableMTLError, match=message):
+        runtime_options(_parser().parse_args(["-a", str(artifacts[0]), *argv]))
+
+
+def test_run_cli_turns_user_errors_into_one_line_and_exit_1(capsys):
+    def body(args):
+        raise StableMTLError("what was wrong; what to do")
+
+    assert run_cli(body, argparse.ArgumentParser(), []) == 1
+    assert capsys.readouterr().err == "error: what was wrong; what to do\n"
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert run_cli(interrupted, argparse.ArgumentParser(), []) == 130
