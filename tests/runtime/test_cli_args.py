@@ -40,7 +40,8 @@ def test_parse_list():
 
 def test_options_default_to_the_artifacts_mode(artifacts):
     multi, single = artifacts
-    o = runtime_options(_parser().parse_args(["-a", str(multi), "--tasks", "semantic,depth", "--rates", "semantic:3"]))
+    args = _parser().parse_args(["-a", str(multi), "--tasks", "semantic,depth", "--rates", "semantic:3"])
+    o = runtime_options(args)
     assert o.mode is Mode.MULTI and o.tasks == ("depth", "semantic") and o.rates == {"semantic": 3}
     assert options_label(o) == "multi/auto/fp32"
     assert runtime_options(_parser().parse_args(["-a", str(single)])).mode is Mode.SINGLE
