@@ -45,8 +45,9 @@ def test_options_default_to_the_artifacts_mode(artifacts):
     assert o.mode is Mode.MULTI and o.tasks == ("depth", "semantic") and o.rates == {"semantic": 3}
     assert options_label(o) == "multi/auto/fp32"
     assert runtime_options(_parser().parse_args(["-a", str(single)])).mode is Mode.SINGLE
-    o = runtime_options(_parser().parse_args(["-a", str(multi), "--mode", "single", "--providers",
-                                              "CPUExecutionProvider", "--rates", "depth:2", "--rates", "normal:4"]))  # fmt: skip
+    argv = ["-a", str(multi), "--mode", "single", "--providers", "CPUExecutionProvider",
+            "--rates", "depth:2", "--rates", "normal:4"]  # fmt: skip
+    o = runtime_options(_parser().parse_args(argv))
     assert o.mode is Mode.SINGLE and o.providers == ("CPUExecutionProvider",) and o.rates == {"depth": 2, "normal": 4}
     with o.open() as rt:
         assert rt.mode is Mode.SINGLE and rt.rates == {"depth": 2, "normal": 4}
