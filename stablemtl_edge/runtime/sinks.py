@@ -23,7 +23,7 @@ from ..atomic import atomic_write_bytes
 from ..errors import StableMTLError
 from ..tasks import TaskName, parse_tasks
 from .stream import Sink, StreamItem
-from .visualize import colorize, colorize_flow, montage
+from .visualize import colorize, montage
 
 __all__ = [
     "opencv_has_gui",
@@ -246,10 +246,7 @@ class FrameFileSink(Sink):
                 atomic_write_bytes(stem.with_suffix(".npy"), buf.getvalue())
                 self.files += 1
             if OutputFormat.PNG in self.formats:
-                if key == TaskName.OPTICAL_FLOW.value:
-                    rgb = colorize_flow(pred.value, self.flow_max_radius)
-                else:
-                    rgb = colorize(key, pred.value)
+                rgb = colorize(key, pred.value, self.flow_max_radius)
                 ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 if not ok:
                     raise StableMTLError(f"OpenCV could not encode the {key} image of frame {index} as PNG")

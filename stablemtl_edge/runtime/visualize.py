@@ -208,9 +208,15 @@ _COLORIZERS = {
 }
 
 
-def colorize(task: str | TaskName, value: Any) -> np.ndarray:
-    """Colour image of one task's prediction (an array or a runtime ``Prediction``), uint8 RGB ``(H, W, 3)``."""
-    return _COLORIZERS[get_task(task).name](value)
+def colorize(task: str | TaskName, value: Any, flow_max_radius: float | None = None) -> np.ndarray:
+    """Colour image of one task's prediction (an array or a runtime ``Prediction``), uint8 RGB ``(H, W, 3)``.
+
+    ``flow_max_radius`` is the optical-flow colour scale (see :func:`colorize_flow`); other tasks ignore it.
+    """
+    name = get_task(task).name
+    if name is TaskName.OPTICAL_FLOW:
+        return colorize_flow(value, flow_max_radius)
+    return _COLORIZERS[name](value)
 
 
 def montage_layout(n_tiles: int, tile_hw: tuple[int, int], aspect: float = 16 / 9) -> tuple[int, int]:
@@ -295,11 +301,7 @@ def montage(
     for key in keys:
         name = get_task(key).prompt
         if key in predictions:
-            value = predictions[key]
-            if key == TaskName.OPTICAL_FLOW.value:
-                image = colorize_flow(value, flow_max_radius)
-            else:
-                image = colorize(key, value)
+            image = colorize(key, predictions[key], flow_max_radius)
             tiles.append((name, image, key == TaskName.SEMANTIC.value))
         else:
             tiles.append((f"{name} (not yet)", np.full((th, tw, 3), 32, dtype=np.uint8), True))
