@@ -490,14 +490,17 @@ def _flows(scene: Scene, h1, hit: np.ndarray):
     if idx.size:
         X1 = gather_columns(h1.point.reshape(3, -1), idx)
         X2 = X1.copy()
-        moving = [k for k, p in enumerate(scene.prims) if not p.is_static]
-        if moving:
+        moving = np.array([not p.is_static for p in scene.prims])
+        if moving.any():
             owner = h1.prim.ravel()[idx]
-            order = np.argsort(owner, kind="stable")
+            # Only the pixels of moving primitives are sorted by owner (the static scene is most of the image).
+            on_moving = np.flatnonzero(moving[owner])
+            order = on_moving[np.argsort(owner[on_moving], kind="stable")]
             starts = np.searchsorted(owner[order], np.arange(len(scene.prims) + 1))
-            for k in moving:
+            for k in np.flatnonzero(moving):
                 sel = order[starts[k] : starts[k + 1]]
-                scatter_columns(X2, sel, scene.prims[k].moved(gather_columns(X1, sel)))
+                if sel.size:
+                    scatter_columns(X2, sel, scene.prims[k].moved(gather_columns(X1, sel)))
         P1 = cam1.pose.rot.T @ (X1 - cam1.pose.pos[:, None])
         P2 = cam2.pose.rot.T @ (X2 - cam2.pose.pos[:, None])
         K = cam2.K

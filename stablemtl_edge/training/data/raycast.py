@@ -99,6 +99,19 @@ class Camera:
 
 
 _RAY_CACHE: dict[tuple, np.ndarray] = {}
+_PIXEL_CACHE: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _pixel_index(height: int, width: int) -> np.ndarray:
+    """Row-major flat pixel indices ``(H, W)`` (read-only, cached per size)."""
+    index = _PIXEL_CACHE.get((height, width))
+    if index is None:
+        index = np.arange(height * width).reshape(height, width)
+        index.setflags(write=False)
+        if len(_PIXEL_CACHE) > 16:
+            _PIXEL_CACHE.clear()
+        _PIXEL_CACHE[(height, width)] = index
+    return index
 
 
 def _grid_rays(height: int, width: int, K: np.ndarray) -> np.ndarray:
@@ -191,15 +204,17 @@ class Primitive:
         if self.shape is Shape.SPHERE:
             n = p / np.sqrt((p * p).sum(axis=0))
         elif self.shape is Shape.BOX:
+            # The face is the axis where the point is relatively farthest out (ties: x before y before z).
             rel = np.abs(p) / s[:, None]
-            axis = np.where(rel[0] >= rel[1], 0, 1)
-            axis = np.where(rel[2] > np.maximum(rel[0], rel[1]), 2, axis)
-            cols = np.arange(p.shape[1])
-            n[axis, cols] = np.sign(p[axis, cols])
-            if self.inside:
-                n = -n
+            x_or_y = rel[0] >= rel[1]
+            z = rel[2] > np.maximum(rel[0], rel[1])
+            sign = -np.sign(p) if self.inside else np.sign(p)
+            zero = np.zeros((), dtype=p.dtype)
+            n[0] = np.where(x_or_y & ~z, sign[0], zero)
+            n[1] = np.where(~x_or_y & ~z, sign[1], zero)
+            n[2] = np.where(z, sign[2], zero)
         elif self.shape is Shape.CYLINDER:
-            radial = np.hypot(p[0], p[2])
+            radial = np.sqrt(p[0] * p[0] + p[2] * p[2])  # np.hypot is a slow scalar loop; no overflow here
             cap = np.abs(p[1]) / s[1] > radial / s[0]
             n[0] = np.where(cap, 0.0, p[0] / np.maximum(radial, 1e-12))
             n[2] = np.where(cap, 0.0, p[2] / np.maximum(radial, 1e-12))
@@ -364,6 +379,7 @@ def cast_grid(cam: Camera, prims: Sequence[Primitive], frame: int) -> Hits:
     owner = np.full((H, W), -1, dtype=np.int16)
     poses = [p.pose_at(frame) for p in prims]
     boxes = pixel_boxes(prims, frame, cam)
+    drawn: list[int] = []  # primitives that won pixels when drawn (later ones may still cover them)
     # Near to far, so that a primitive wholly behind what is already drawn is skipped after one test.
     for k in sorted((k for k, b in enumerate(boxes) if b is not None), key=lambda k: boxes[k][4]):
         prim, pose = prims[k], poses[k]
@@ -375,18 +391,21 @@ def cast_grid(cam: Camera, prims: Sequence[Primitive], frame: int) -> Hits:
         t = prim.intersect(pose.rot.T @ (origin - pose.pos), pose.rot.T.astype(np.float32) @ sub)
         t = t.reshape(r1 - r0, c1 - c0)
         closer = t < region
-        np.copyto(region, t, where=closer)
-        np.copyto(owner[r0:r1, c0:c1], k, where=closer)
+        if closer.any():
+            np.copyto(region, t, where=closer)
+            np.copyto(owner[r0:r1, c0:c1], k, where=closer)
+            drawn.append(k)
     flat_rays = rays.reshape(3, -1)
     point = origin[:, None] + best.reshape(1, -1).astype(np.float64) * flat_rays
     normal = np.zeros((3, H * W))
     albedo = np.zeros((3, H * W))
     semantic = np.full(H * W, 255, dtype=np.uint8)
-    flat_owner = owner.ravel()
-    order = np.argsort(flat_owner, kind="stable")  # radix sort on int16
-    starts = np.searchsorted(flat_owner[order], np.arange(len(prims) + 1))
-    for k, (prim, pose) in enumerate(zip(prims, poses)):
-        idx = order[starts[k] : starts[k + 1]]
+    pixel = _pixel_index(H, W)
+    for k in sorted(drawn):
+        prim, pose = prims[k], poses[k]
+        # A primitive owns pixels only inside its rectangle: look for them there, not in the whole frame.
+        r0, r1, c0, c1, _ = boxes[k]
+        idx = pixel[r0:r1, c0:c1][owner[r0:r1, c0:c1] == k]  # row-major, ascending
         if idx.size == 0:
             continue
         p_local = pose.rot.T @ (gather_columns(point, idx) - pose.pos[:, None])
@@ -409,9 +428,12 @@ def first_hit_depth(cam: Camera, prims: Sequence[Primitive], frame: int, pts_cam
     """
     z = pts_cam[2]
     # Sort the points by image row once, so each primitive only looks at the rows its rectangle spans.
+    # The rectangles have integer bounds, so sorting by floor(v) selects exactly the same points as sorting
+    # by v, and a stable sort of small integers is a radix sort (several times faster than a float sort).
     v = cam.K[1, 1] * pts_cam[1] / z + cam.K[1, 2]
-    order = np.argsort(v)
-    rows = v[order]
+    row = np.floor(np.clip(v, -2.0, cam.height + 1.0)).astype(np.int16)
+    order = np.argsort(row, kind="stable")
+    rows = row[order]
     pts = gather_columns(pts_cam, order)
     zs = pts[2]
     cols = cam.K[0, 0] * pts[0] / zs + cam.K[0, 2]

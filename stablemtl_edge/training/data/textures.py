@@ -30,6 +30,27 @@ __all__ = [
 CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 
+_TWO_PI = 2.0 * np.pi
+
+
+def _reduce(x: np.ndarray) -> np.ndarray:
+    """Angles ``x`` (float64) brought into [-pi, pi] in float64, then handed over as float32.
+
+    numpy's float64 sin/cos/tanh are scalar loops here (~50 ns a value) while the float32 ones are
+    vectorised (~15x faster). Reducing in float64 first keeps the float32 evaluation accurate to ~2e-7
+    absolute however large the phase, i.e. float32 noise on an albedo in [0, 1].
+    """
+    return (x - _TWO_PI * np.rint(x * (1.0 / _TWO_PI))).astype(np.float32)
+
+
+def _sin(x: np.ndarray) -> np.ndarray:
+    return np.sin(_reduce(x))
+
+
+def _cos(x: np.ndarray) -> np.ndarray:
+    return np.cos(_reduce(x))
+
+
 def _mix(c1: np.ndarray, c2: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.clip(c1[:, None] + (c2 - c1)[:, None] * t, 0.0, 1.0)
 
@@ -49,7 +70,7 @@ class SmoothNoise:
     class_id: int = IGNORE_ID
 
     def __call__(self, p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = 0.5 + 0.5 * np.sin(self.k1 @ p) * np.cos(self.k2 @ p)
+        t = 0.5 + 0.5 * _sin(self.k1 @ p) * _cos(self.k2 @ p)
         return _mix(self.c1, self.c2, t), _ids(p, self.class_id)
 
 
@@ -64,7 +85,7 @@ class Stripes:
     class_id: int = IGNORE_ID
 
     def __call__(self, p, n):
-        t = 0.5 + 0.5 * np.tanh(self.sharpness * np.sin(self.k @ p))
+        t = 0.5 + 0.5 * np.tanh(np.float32(self.sharpness) * _sin(self.k @ p))
         return _mix(self.c1, self.c2, t), _ids(p, self.class_id)
 
 
@@ -100,9 +121,10 @@ class Road:
     def __call__(self, p, n):
         x, z = p[0], p[2]
         ax = np.abs(x)
-        grain = 0.5 + 0.5 * np.sin(1.7 * x + 0.9 * z) * np.cos(0.6 * x - 1.3 * z)
+        grain = 0.5 + 0.5 * _sin(1.7 * x + 0.9 * z) * _cos(0.6 * x - 1.3 * z)
         out = self.asphalt[:, None] * (0.85 + 0.3 * grain)
-        dash = (np.abs(x - self.lane_offset) < 0.08) & (np.mod(z, 6.0) < 3.0)
+        dash = np.abs(x - self.lane_offset) < 0.08
+        dash[dash] = np.mod(z[dash], 6.0) < 3.0  # the (slow) float modulo only where a mark can be
         edge = np.abs(ax - (self.half_width - 0.25)) < 0.08
         out = np.where(dash | edge, 0.85, out)
         walk = (ax >= self.half_width) & (ax < self.half_width + self.sidewalk)
@@ -126,8 +148,11 @@ class Facade:
     def __call__(self, p, n):
         # Horizontal coordinate along the face: x on faces normal to z, z on faces normal to x.
         along = np.where(np.abs(n[0]) > 0.5, p[2], p[0])
-        fx = np.mod(along / self.spacing, 1.0)
-        fy = np.mod(p[1] / (1.3 * self.spacing), 1.0)
+        # x - floor(x) is bit-identical to np.mod(x, 1.0) and several times faster.
+        fx = along / self.spacing
+        fx -= np.floor(fx)
+        fy = p[1] / (1.3 * self.spacing)
+        fy -= np.floor(fy)
         win = (fx > 0.25) & (fx < 0.75) & (fy > 0.3) & (fy < 0.8) & (np.abs(n[1]) < 0.5)
         out = np.where(win, self.window[:, None], self.wall[:, None])
         return out, _ids(p, self.class_id)
@@ -146,9 +171,9 @@ class RoomShell:
     def __call__(self, p, n):
         floor = n[1] < -0.5  # inward normal of the bottom face points up (-y)
         ceil = n[1] > 0.5
-        t = 0.5 + 0.5 * np.tanh(3.0 * np.sin(p[0] * np.pi / self.plank))
-        planks = _mix(self.floor1, self.floor2, t * (0.8 + 0.2 * np.sin(p[2] * 1.7)))
-        w = 0.93 + 0.07 * np.sin(p[0] * 2.1 + p[1] * 1.3) * np.cos(p[2] * 1.9)
+        t = 0.5 + 0.5 * np.tanh(np.float32(3.0) * _sin(p[0] * np.pi / self.plank))
+        planks = _mix(self.floor1, self.floor2, t * (0.8 + 0.2 * _sin(p[2] * 1.7)))
+        w = 0.93 + 0.07 * _sin(p[0] * 2.1 + p[1] * 1.3) * _cos(p[2] * 1.9)
         walls = np.clip(self.wall[:, None] * w, 0, 1)
         out = np.where(floor, planks, np.where(ceil, self.ceiling[:, None], walls))
         return out, _ids(p, IGNORE_ID)
