@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,11 +36,27 @@ __all__ = [
     "parse_list",
     "run_cli",
     "HelpFormatter",
+    "describe",
 ]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows defaults and keeps the description's line breaks."""
+    """``--help`` shows real defaults (not None/False, nor twice) and keeps the description's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def describe(doc: str | None) -> str | None:
+    """A module docstring's body (after its summary line) as plain ``--help`` text, without reST markup."""
+    if not doc:
+        return None
+    body = doc.split("\n\n", 1)[-1].strip()
+    body = re.sub(r":\w+:`[.~]?([^`]+)`", r"\1", body)
+    return body.replace("``", "`")
 
 
 def parse_list(text: str | Sequence[str] | None) -> list[str]:

@@ -32,7 +32,15 @@ from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..manifest import Component, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, get_task
-from .cli_args import HelpFormatter, add_artifact_args, add_runtime_args, options_label, run_cli, runtime_option_grid
+from .cli_args import (
+    HelpFormatter,
+    add_artifact_args,
+    add_runtime_args,
+    describe,
+    options_label,
+    run_cli,
+    runtime_option_grid,
+)
 from .preprocess import Letterbox
 from .ros.options import RuntimeOptions
 from .sources import PatternSource, open_source
@@ -302,8 +310,8 @@ def soak(
         options: the configuration to run.
         frames: frames the source produces (about half are processed, the rest dropped).
         size: frame size, None = the artifact's processing size.
-        calibrate: frames inferred first, on the same runtime, whose median time sets the source's rate
-            (``2 * 1000 / median_ms`` fps).
+        calibrate: frames inferred first, on the same runtime after two warm-up frames, whose median time
+            sets the source's rate (``2 * 1000 / median_ms`` fps).
 
     Returns:
         Counts, latency percentiles, p99 latency over mean service time, and the RSS slope (MB per 1,000
@@ -312,12 +320,13 @@ def soak(
     probe = _RssProbe(every=10)
     with options.open() as rt:
         h, w = size or rt.resolution
-        with PatternSource(h, w, frames=calibrate) as src:
+        with PatternSource(h, w, frames=2 + calibrate) as src:
             times = []
             for f in src:
                 start = time.perf_counter()
                 rt.infer(f.image)
                 times.append((time.perf_counter() - start) * 1e3)
+        times = times[2:]  # the first calls of a session allocate and are slow
         rt.reset()
         pace = 2.0 * 1e3 / float(np.median(times))
         stream = Stream(PatternSource(h, w), rt, [probe], policy=DropPolicy.LATEST, pace_fps=pace, max_frames=frames)
@@ -395,7 +404,7 @@ def _isolated(options: RuntimeOptions, settings: BenchSettings) -> dict[str, Any
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stablemtl-bench", description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    p = argparse.ArgumentParser(prog="stablemtl-bench", description=describe(__doc__),
                                 formatter_class=HelpFormatter)  # fmt: skip
     add_artifact_args(p)
     add_runtime_args(p, multiple=True)

@@ -30,7 +30,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..manifest import Manifest, Precision
-from .cli_args import HelpFormatter, add_artifact_args, run_cli
+from .cli_args import HelpFormatter, add_artifact_args, describe, run_cli
 from .sinks import opencv_has_gui
 
 __all__ = [
@@ -340,7 +340,7 @@ def render(checks: Sequence[Check]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stablemtl-doctor", description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    p = argparse.ArgumentParser(prog="stablemtl-doctor", description=describe(__doc__),
                                 formatter_class=HelpFormatter)  # fmt: skip
     add_artifact_args(p, required=False)
     p.add_argument("--no-run", action="store_true", help="with --artifacts: skip the one-frame inference per precision")

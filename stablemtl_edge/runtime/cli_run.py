@@ -22,6 +22,7 @@ from .cli_args import (
     HelpFormatter,
     add_artifact_args,
     add_runtime_args,
+    describe,
     options_label,
     parse_list,
     run_cli,
@@ -39,7 +40,7 @@ log = logging.getLogger("stablemtl-run")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stablemtl-run",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=describe(__doc__),
         formatter_class=HelpFormatter,
         epilog="examples:\n"
         "  stablemtl-run 0 -a artifacts/small --show                      # camera 0 in a window\n"
