@@ -107,6 +107,7 @@ class Runtime:
         io_binding: bool | None = None,
         cuda_graphs: bool = False,
         strict_providers: bool = False,
+        manifest: Manifest | None = None,
     ) -> Runtime:
         """Open an artifact directory and activate its runners.
 
@@ -125,9 +126,12 @@ class Runtime:
             io_binding: onnxruntime I/O binding (None = on for GPU providers).
             cuda_graphs: TensorRT: capture each shape's launch in a CUDA graph.
             strict_providers: raise instead of warning when onnxruntime falls back to another provider.
+            manifest: use this manifest instead of ``path/manifest.json`` (files still resolve against
+                ``path``): lets int8 calibration check candidate graphs before their manifest is written.
         """
         directory = Path(path)
-        manifest = Manifest.load(directory)
+        if manifest is None:
+            manifest = Manifest.load(directory)
         mode = parse_enum(Mode, mode, "mode")
         precision = parse_enum(Precision, precision, "precision")
         backend = parse_enum(Backend, backend, "backend")

@@ -5,6 +5,9 @@ A runner wraps one component (``encoder``, ``unet``, ``unet_main``, ``decoder``)
 ``deactivate`` releases everything; runners are context managers. Input metadata comes from the
 manifest, and inputs are checked against it on the first call and whenever their shapes change, so the
 steady state pays nothing for the check. The scheduler only ever sees this interface.
+
+Observers (:meth:`BaseRunner.add_observer`) see every feed a runner is given: int8 calibration records
+the inputs each component really receives by running the pipeline itself, without a second scheduler.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import enum
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -21,7 +24,11 @@ import numpy as np
 from ...errors import StableMTLError
 from ...manifest import ComponentEntry, TensorSpec
 
-__all__ = ["Backend", "BaseRunner"]
+__all__ = ["Backend", "BaseRunner", "FeedObserver"]
+
+#: Called with the runner's manifest record and the validated feed, before the engine runs. The arrays
+#: may be the scheduler's reusable buffers: an observer that keeps them must copy them.
+FeedObserver = Callable[[ComponentEntry, Mapping[str, np.ndarray]], None]
 
 
 class Backend(str, enum.Enum):
@@ -54,6 +61,17 @@ class BaseRunner(ABC):
         self._inputs = {t.name: t for t in entry.inputs}
         self._dtypes = {t.name: np.dtype(t.dtype) for t in entry.inputs}
         self._checked: tuple | None = None
+        self._observers: list[FeedObserver] = []
+
+    # -- observers ---------------------------------------------------------------------------------------
+    def add_observer(self, observer: FeedObserver) -> None:
+        """Have ``observer`` called with every feed of :meth:`infer` (after the input check)."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: FeedObserver) -> None:
+        """Stop calling ``observer``; unknown observers are ignored."""
+        if observer in self._observers:
+            self._observers.remove(observer)
 
     # -- metadata ----------------------------------------------------------------------------------------
     def get_input_metadata(self) -> dict[str, TensorSpec]:
@@ -124,6 +142,8 @@ class BaseRunner(ABC):
             if signature != self._checked:
                 self._check(feed)
                 self._checked = signature
+        for observer in self._observers:
+            observer(self.entry, feed)
         start = time.perf_counter()
         out = self.infer_impl(feed, tuple(output_names) if output_names is not None else self.output_names)
         self.last_inference_time = time.perf_counter() - start
