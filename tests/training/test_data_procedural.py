@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -16,6 +15,11 @@ from stablemtl_edge.training.data.procedural import (
     ProceduralSource,
     procedural_split,
     srgb_encode,
+)
+from tests.training.flow_checks import (
+    backproject,
+    check_flow_warps_frame2_onto_frame1,
+    check_scene_flow_projects_to_optical_flow,
 )
 
 SIZE = (48, 64)
@@ -74,12 +78,6 @@ def test_user_errors_are_one_line():
         ProceduralSource("indoor", size=(4, 4))
 
 
-def _backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    H, W = depth.shape
-    u, v = np.meshgrid(np.arange(W), np.arange(H))
-    return np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth], axis=-1)
-
-
 @pytest.mark.parametrize("domain", ["indoor", "driving", "flying"])
 def test_normals_agree_with_depth_gradient_on_smooth_surfaces(domain):
     src = _source(domain, tasks=("depth", "normal"))
@@ -87,7 +85,7 @@ def test_normals_agree_with_depth_gradient_on_smooth_surfaces(domain):
     for i in range(2):
         r = src.render(i)
         depth = np.where(r.hit, r.depth, 1.0)  # sky (inf) is masked out below through prim1
-        P = _backproject(depth, r.intrinsics.astype(np.float64))  # OpenCV camera frame
+        P = backproject(depth, r.intrinsics.astype(np.float64))  # OpenCV camera frame
         dx = P[1:-1, 2:] - P[1:-1, :-2]
         dy = P[2:, 1:-1] - P[:-2, 1:-1]
         n = np.cross(dx, dy)
@@ -117,28 +115,7 @@ def test_normals_agree_with_depth_gradient_on_smooth_surfaces(domain):
 @pytest.mark.parametrize("domain", ["driving", "flying", "indoor"])
 def test_warping_frame2_by_flow_reproduces_frame1(domain):
     src = _source(domain, tasks=ALL_FLOW)
-    checked = 0
-    for i in range(2):
-        s = src[i]
-        flow = s.labels["optical_flow"]
-        H, W = SIZE
-        u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
-        f1 = s.frame1.astype(np.float32)
-        warped = cv2.remap(s.frame2.astype(np.float32), u + flow.value[..., 0], v + flow.value[..., 1],
-                           cv2.INTER_LINEAR)
-        # Bilinear interpolation across a texture or object edge is not exact: compare away from edges.
-        edges = cv2.dilate((cv2.Canny(s.frame2, 40, 80) > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
-        far_from_edge = cv2.remap(edges.astype(np.float32), u + flow.value[..., 0], v + flow.value[..., 1],
-                                  cv2.INTER_NEAREST) == 0
-        m = flow.valid & far_from_edge
-        err = np.abs(warped - f1).mean(-1)[m]
-        zero = np.abs(s.frame2.astype(np.float32) - f1).mean(-1)[m]
-        assert err.size > 200
-        # Only shading changes of rotating objects and 8-bit rounding remain.
-        assert np.median(err) < 2.0 and np.mean(err) < 4.0, (np.median(err), np.mean(err))
-        assert np.mean(err) < 0.5 * np.mean(zero) or np.mean(zero) < 2.0
-        checked += err.size
-    assert checked > 0
+    assert sum(check_flow_warps_frame2_onto_frame1(src[i]) for i in range(2)) > 0
 
 
 @pytest.mark.parametrize("domain", ["driving", "flying"])
@@ -146,22 +123,9 @@ def test_scene_flow_projects_to_optical_flow(domain):
     src = _source(domain, tasks=ALL_FLOW)
     for i in range(2):
         s = src[i]
-        K = s.intrinsics.astype(np.float64)
-        sf = s.labels["scene_flow"]
+        check_scene_flow_projects_to_optical_flow(s)
         flow = s.labels["optical_flow"]
-        np.testing.assert_array_equal(sf.valid, flow.valid)
-        d = s.labels["depth"]
-        P1 = _backproject(np.where(d.valid, d.value, 1.0).astype(np.float64), K)
-        P2 = P1 + sf.value
-        H, W = SIZE
-        u, v = np.meshgrid(np.arange(W), np.arange(H))
-        u2 = K[0, 0] * P2[..., 0] / P2[..., 2] + K[0, 2]
-        v2 = K[1, 1] * P2[..., 1] / P2[..., 2] + K[1, 2]
-        m = flow.valid
-        assert m.sum() > 200
-        np.testing.assert_allclose(u2[m] - u[m], flow.value[m][:, 0], atol=2e-3)
-        np.testing.assert_allclose(v2[m] - v[m], flow.value[m][:, 1], atol=2e-3)
-        assert np.abs(flow.value[m]).max() > 0.5  # there is motion to check
+        assert np.abs(flow.value[flow.valid]).max() > 0.5  # there is motion to check
 
 
 def test_flow_validity_marks_out_of_frame_and_occluded_points():
@@ -214,3 +178,37 @@ def test_culled_occlusion_query_equals_brute_force(domain):
     hidden = brute < z * (1 - 1e-4)
     assert hidden.any() and (~hidden).any()
     np.testing.assert_allclose(fast[hidden], brute[hidden], rtol=1e-6)
+
+
+# Statistics of sample 2 of seed 3 at 48x64 (every available task), recorded from the generator before its
+# speed-ups: a training run in progress must keep getting the same data. Counts are exact; sums of float
+# labels agree to float32 noise; frame sums to a few 8-bit roundings (a value within float noise of .5).
+PINNED = {
+    "indoor": {"frame1_sum": 1389678, "frame2_sum": 1388091, "normal": (3072, 1027.9971130448394),
+               "depth": (3072, 13474.07874250412), "optical_flow": (2862, 627.92579382658),
+               "scene_flow": (2862, 261.5319555696915), "albedo": (3072, 6024.472783699632),
+               "shading": (3072, 1626.357626080513)},
+    "driving": {"frame1_sum": 1382051, "frame2_sum": 1382206, "normal": (2447, 1414.2625845288858),
+                "depth": (2447, 40082.79321694374), "semantic": (2991, 5227.0),
+                "optical_flow": (1776, 2792.0420766605384), "scene_flow": (1776, -1016.4328573220555),
+                "albedo": (2447, 2690.47243950516), "shading": (2447, 1829.0973164439201)},
+    "flying": {"frame1_sum": 1600729, "frame2_sum": 1608681, "normal": (3072, 2809.7882145741023),
+               "depth": (3072, 68051.5426800251), "optical_flow": (2595, -8294.16793583869),
+               "scene_flow": (2595, -2322.6886100632028), "albedo": (3072, 4451.704479884356),
+               "shading": (3072, 2871.893839031458)},
+}
+
+
+@pytest.mark.parametrize("domain", [d.value for d in Domain])
+def test_existing_seeds_keep_their_samples(domain):
+    from stablemtl_edge.training.data.procedural import AVAILABLE_TASKS
+
+    s = ProceduralSource(domain, size=(48, 64), length=4, seed=3, tasks=AVAILABLE_TASKS[Domain(domain)])[2]
+    pinned = PINNED[domain]
+    assert abs(int(s.frame1.astype(np.int64).sum()) - pinned["frame1_sum"]) <= 3
+    assert abs(int(s.frame2.astype(np.int64).sum()) - pinned["frame2_sum"]) <= 3
+    assert set(s.labels) == set(pinned) - {"frame1_sum", "frame2_sum"}
+    for key, lab in s.labels.items():
+        count, total = pinned[key]
+        assert int(lab.valid.sum()) == count, key
+        assert float(np.float64(lab.value[lab.valid]).sum()) == pytest.approx(total, rel=1e-7, abs=1e-4), key

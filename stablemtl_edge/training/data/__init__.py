@@ -1,10 +1,12 @@
 """Training data: procedural scenes with exact ground truth and readers for the real training sets.
 
 Every source is a :class:`SampleSource` of :class:`~stablemtl_edge.sample.Sample` records;
-:class:`TaskMixture` draws a source per task with the official probabilities. numpy (+ OpenCV, h5py for
+:class:`TaskMixture` draws a source per task with the official probabilities; :func:`procedural_clip` renders
+continuous labelled video of one scene for demos and streaming evaluation. numpy (+ OpenCV, h5py for
 Hypersim) only; the trainer wraps these in its torch data loader.
 """
 
+from .clip import ProceduralClip, procedural_clip
 from .dataset import OFFICIAL_MIX, Corpus, MixEntry, SampleSource, SkipBadSamples, TaskMixture, official_mixture
 from .procedural import (
     AVAILABLE_TASKS,
@@ -33,4 +35,6 @@ __all__ = [
     "ProceduralSource",
     "procedural_split",
     "procedural_mixture",
+    "ProceduralClip",
+    "procedural_clip",
 ]

@@ -36,6 +36,7 @@ from ...tasks import IGNORE_ID, TaskName
 from .dataset import Corpus, SampleSource, TaskMixture, official_mixture, select_tasks
 from .raycast import (
     Camera,
+    Hits,
     Pose,
     Primitive,
     Shape,
@@ -57,6 +58,9 @@ __all__ = [
     "Rendering",
     "build_scene",
     "render_scene",
+    "render_image",
+    "label_frame",
+    "labels_of",
     "ProceduralSource",
     "procedural_split",
     "srgb_encode",
@@ -430,7 +434,7 @@ def _sky(scene: Scene, rays: np.ndarray) -> np.ndarray:
     return scene.sky_horizon[:, None, None] + (scene.sky_zenith - scene.sky_horizon)[:, None, None] * up
 
 
-def _linear_image(scene: Scene, hits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _linear_image(scene: Scene, hits: Hits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear image ``(H, W, 3)``, shading ``(H, W)`` and hit mask."""
     hit = hits.prim >= 0
     shading = _shade(scene, hits.normal, hit)
@@ -448,18 +452,31 @@ def _to_uint8(linear: np.ndarray, rng: np.random.Generator, noise: float) -> np.
 def render_scene(scene: Scene, rng: np.random.Generator, with_frame2: bool = True,
                  noise: float = NOISE_SIGMA) -> Rendering:
     """Render frame 1 (and frame 2 with exact flows when ``with_frame2``) with all labels."""
+    h1 = cast_grid(scene.cam1, scene.prims, 0)
+    frame1, linear1, shading, hit = render_image(scene, h1, rng, noise)
+    frame2 = None
+    if with_frame2:
+        frame2 = render_image(scene, cast_grid(scene.cam2, scene.prims, 1), rng, noise)[0]
+    return label_frame(scene, h1, frame1, linear1, shading, hit, frame2)
+
+
+def render_image(scene: Scene, hits: Hits, rng: np.random.Generator,
+                 noise: float = NOISE_SIGMA) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The uint8 frame of cast ``hits`` (noise drawn from ``rng``), its linear image, shading and hit mask."""
+    linear, shading, hit = _linear_image(scene, hits)
+    return _to_uint8(linear, rng, noise), linear, shading, hit
+
+
+def label_frame(scene: Scene, h1: Hits, frame1: np.ndarray, linear1: np.ndarray, shading: np.ndarray,
+                hit: np.ndarray, frame2: np.ndarray | None) -> Rendering:
+    """All labels of frame 1 from its cast ``h1``; flows to ``scene.cam2`` when ``frame2`` is given."""
     cam1 = scene.cam1
-    h1 = cast_grid(cam1, scene.prims, 0)
-    linear1, shading, hit = _linear_image(scene, h1)
     normal_cam = np.moveaxis(np.tensordot(cam1.pose.rot.T, h1.normal, axes=1), 0, -1)  # world -> camera 1
     normal_gl = normal_cam * np.array([1.0, -1.0, -1.0])  # OpenCV -> OpenGL axes
     semantic = h1.semantic.copy()
     semantic[~hit] = CLASS_ID["sky"] if scene.sky_zenith is not None else IGNORE_ID
-    frame1 = _to_uint8(linear1, rng, noise)
-    frame2 = flow = sflow = fvalid = None
-    if with_frame2:
-        h2 = cast_grid(scene.cam2, scene.prims, 1)
-        frame2 = _to_uint8(_linear_image(scene, h2)[0], rng, noise)
+    flow = sflow = fvalid = None
+    if frame2 is not None:
         flow, sflow, fvalid = _flows(scene, h1, hit)
     return Rendering(
         frame1=frame1,
@@ -479,7 +496,7 @@ def render_scene(scene: Scene, rng: np.random.Generator, with_frame2: bool = Tru
     )
 
 
-def _flows(scene: Scene, h1, hit: np.ndarray):
+def _flows(scene: Scene, h1: Hits, hit: np.ndarray):
     """Optical flow ``(H, W, 2)``, scene flow ``(H, W, 3)`` and their validity for frame-1 hits."""
     cam1, cam2 = scene.cam1, scene.cam2
     H, W = hit.shape
@@ -527,7 +544,8 @@ def _flows(scene: Scene, h1, hit: np.ndarray):
 # the source
 
 
-def _labels(r: Rendering, tasks: Sequence[str]) -> dict[str, Label]:
+def labels_of(r: Rendering, tasks: Sequence[str]) -> dict[str, Label]:
+    """The :class:`Sample` labels of ``tasks`` from a rendering (each with its own validity mask)."""
     labels: dict[str, Label] = {}
     for key in tasks:
         if key == "depth":
@@ -603,7 +621,7 @@ class ProceduralSource(SampleSource):
         return Sample(
             frame1=r.frame1,
             frame2=r.frame2,
-            labels=_labels(r, self._tasks),
+            labels=labels_of(r, self._tasks),
             domain=self.domain,
             name=f"procedural:{self.domain}:seed={self.seed}:{int(index)}",
             intrinsics=r.intrinsics,
