@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,8 @@ def _run_train(args: argparse.Namespace) -> int:
         precision=args.mixed_precision, progress=not args.no_progress,
     )
     model_dir = train(config, resume=args.resume)
-    print(f"trained `{config.stage}` for {config.steps} steps: {model_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # once, not per process
+        print(f"trained `{config.stage}` for {config.steps} steps: {model_dir}")
     return 0
 
 

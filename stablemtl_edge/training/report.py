@@ -54,7 +54,7 @@ class HeldoutReport:
     @property
     def markdown(self) -> str:
         modes = list(self.results)
-        head = "| task | metric | baseline | " + " | ".join(modes) + (" | multi vs single |" if len(modes) == 2 else "")
+        head = "| task | metric | baseline | " + " | ".join(modes) + (" | multi vs single |" if len(modes) == 2 else " |")
         lines = [f"Held-out procedural `{self.split}` split, {self.frames} frames", "", head,
                  "|" + "---|" * (3 + len(modes) + (1 if len(modes) == 2 else 0))]
         for task, base in self.baseline.tasks.items():

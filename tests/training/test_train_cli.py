@@ -1,0 +1,38 @@
+"""`stablemtl-train`: YAML config plus flags, one-line errors, and a tiny vae-stage run end to end."""
+
+from __future__ import annotations
+
+import json
+
+from stablemtl_edge.model.checkpoint import load_pretrained
+from stablemtl_edge.training.cli import main
+
+
+def test_yaml_config_with_flag_override_runs_a_tiny_vae_stage(tmp_path, capsys):
+    cfg = tmp_path / "vae.yaml"
+    cfg.write_text("stage: vae\npreset: tiny\nsteps: 5\nbatch: 1\nresolution: 64x128\ncrop: 64x64\n"
+                   "data: procedural\nprocedural_length: 8\nval_per_source: 1\nno_progress: true\n")
+    out = tmp_path / "run"
+    assert main(["--config", str(cfg), "--steps", "2", "--output", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == 2 and config["stage"] == "vae" and config["crop"] == [64, 64]  # the flag won
+    record = json.loads((out / "validation.jsonl").read_text().splitlines()[-1])
+    assert set(record["psnr"]) >= {"rgb", "depth", "normal", "semantic", "albedo", "shading"}
+    assert load_pretrained(out / "model").preset.name == "tiny"
+    assert "trained `vae` for 2 steps" in capsys.readouterr().out
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
+    bad_key = tmp_path / "bad.yaml"
+    bad_key.write_text("stepz: 3\n")
+    cases = [
+        (["--config", str(bad_key), "--output", str(tmp_path / "a")], "unknown key `stepz`"),
+        (["--stage", "single", "--output", str(tmp_path / "b")], "--init-from"),
+        (["--data", "imagenet=/x", "--output", str(tmp_path / "c")], "--data `imagenet=/x` not understood"),
+        (["--stage", "vae", "--preset", "nope", "--output", str(tmp_path / "d")], "unknown model preset"),
+        (["evaluate", "--model", str(tmp_path / "missing")], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
