@@ -427,26 +427,37 @@ def _shade(scene: Scene, normal: np.ndarray, hit: np.ndarray) -> np.ndarray:
 
 
 def _sky(scene: Scene, rays: np.ndarray) -> np.ndarray:
-    """Sky colour ``(3, H, W)`` for world ray directions ``(3, H, W)``: zenith to horizon gradient."""
-    if scene.sky_zenith is None:
-        return np.zeros(rays.shape)
+    """Sky colour ``(3, ...)`` for world ray directions ``(3, ...)``: zenith to horizon gradient."""
     up = np.sqrt(np.clip(-rays[1] / np.sqrt((rays * rays).sum(axis=0)), 0.0, 1.0))
-    return scene.sky_horizon[:, None, None] + (scene.sky_zenith - scene.sky_horizon)[:, None, None] * up
+    shape = (3,) + (1,) * (rays.ndim - 1)
+    return scene.sky_horizon.reshape(shape) + (scene.sky_zenith - scene.sky_horizon).reshape(shape) * up
 
 
 def _linear_image(scene: Scene, hits: Hits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear image ``(H, W, 3)``, shading ``(H, W)`` and hit mask."""
     hit = hits.prim >= 0
     shading = _shade(scene, hits.normal, hit)
-    linear = np.where(hit, hits.albedo * shading, _sky(scene, hits.rays))
+    linear = hits.albedo * shading  # zero on misses (no albedo, no shading) ...
+    miss = ~hit
+    if scene.sky_zenith is not None and miss.any():
+        linear[:, miss] = _sky(scene, hits.rays[:, miss])  # ... where the sky shows when there is one
     return np.moveaxis(linear, 0, -1), shading, hit
 
 
 def _to_uint8(linear: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
-    display = srgb_encode(linear.astype(np.float32))
+    """Tone map, add sensor noise and quantise; in place on one float32 buffer (same values as
+    ``srgb_encode`` and out-of-place arithmetic, fewer large temporaries)."""
+    display = linear.astype(np.float32)
+    np.clip(display, 0.0, 1.0, out=display)
+    np.power(display, np.float32(1.0 / GAMMA), out=display)
     if noise > 0:
-        display = display + np.float32(noise) * rng.standard_normal(display.shape, dtype=np.float32)
-    return np.clip(np.rint(display * 255.0), 0, 255).astype(np.uint8)
+        jitter = rng.standard_normal(display.shape, dtype=np.float32)
+        jitter *= np.float32(noise)
+        display += jitter
+    display *= np.float32(255.0)
+    np.rint(display, out=display)
+    np.clip(display, 0, 255, out=display)
+    return display.astype(np.uint8)
 
 
 def render_scene(scene: Scene, rng: np.random.Generator, with_frame2: bool = True,
