@@ -19,7 +19,9 @@ so ``project(X1 + scene_flow)`` in frame 2 equals the pixel plus the optical flo
 
 Determinism and splits: sample ``i`` of ``ProceduralSource(domain, size, length, seed)`` depends only on
 ``(seed, domain, i)``, so ranks and workers can draw disjoint indices. :func:`procedural_split` fixes the
-seeds of the ``train``, ``val`` and ``test`` splits; evaluation uses the same function.
+seeds of the ``train``, ``val`` and ``test`` splits; evaluation uses the same function. Continuous video
+of one scene (demo, streaming evaluation) is :mod:`.clip`, built on :func:`render_image` and
+:func:`label_frame`.
 """
 
 from __future__ import annotations
