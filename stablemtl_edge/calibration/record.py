@@ -51,17 +51,26 @@ class FeedRecorder:
 
 
 class RecordedFeeds(CalibrationDataReader):
-    """onnxruntime's calibration reader over recorded feeds, loading one file at a time."""
+    """onnxruntime's calibration reader over recorded feeds, loading one file at a time.
+
+    ``set_range`` restricts it to a slice (onnxruntime calibrates slice by slice with
+    ``CalibStridedMinMax``, merging the ranges, so memory stays bounded).
+    """
 
     def __init__(self, files: Sequence[Path]) -> None:
         self.files = list(files)
         self._next = 0
+        self._end = len(self.files)
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next = max(0, start_index)
+        self._end = min(end_index, len(self.files))
+
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= len(self.files):
+        if self._next >= self._end:
             return None
         with np.load(self.files[self._next]) as data:
             feed = {name: data[name] for name in data.files}
@@ -69,7 +78,7 @@ class RecordedFeeds(CalibrationDataReader):
         return feed
 
     def rewind(self) -> None:
-        self._next = 0
+        self.set_range(0, len(self.files))
 
 
 def record_feeds(

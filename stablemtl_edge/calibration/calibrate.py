@@ -1,0 +1,414 @@
+"""Calibrate an artifact directory end to end: data, recorded inputs, QDQ graphs, accuracy gate, manifest.
+
+    result = calibrate_artifact("artifacts/small", "drive.mp4", calib_size=32, options=QuantizeOptions("entropy"))
+
+Steps, each with a one-line :class:`StableMTLError` for user mistakes:
+
+1. read the manifest and check the fp32 graphs (the quantizer's input and the gate's reference);
+2. load and letterbox the calibration pairs (:mod:`.data`);
+3. unless every range is cached, run the fp32 pipeline on them and record each component's feeds
+   (:mod:`.record`);
+4. write ``int8/<component>.onnx`` for each chosen component (:mod:`.quantize`);
+5. evaluate fp32, fp16 and int8 pipelines on held-out frames (:mod:`.gate`); when the int8 pipeline
+   fails, each component is tried alone in int8 and the failing ones are left at fp16 (``fallback``) or
+   the command fails (``error``);
+6. write the report, then the manifest (atomically, last) with the ``int8`` set: quantized components
+   point at ``int8/``, the others at their fp16 graphs (fp32 when the artifact has none), each entry
+   recording its true precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+
+from ..errors import StableMTLError
+from ..manifest import Component, ComponentEntry, Manifest, Mode, Precision, file_sha256, parse_enum
+from ..runtime.api import components_for
+from ..sample import Sample
+from ..tasks import TASK_NAMES, parse_tasks
+from .data import CalibrationSet, load_calibration_set
+from .gate import GateThresholds, OnGateFail, PipelineRun, TaskVerdict, heldout_samples, judge, run_pipeline
+from .quantize import QuantizedGraph, QuantizeOptions, quantize_component, remove_graph
+from .record import RecordedFeeds, record_feeds
+from .report import cpu_int8_support, write_report
+
+__all__ = ["CalibrationResult", "calibrate_artifact", "default_components", "INT8_DIR", "CALIBRATION_RECORD"]
+
+INT8_DIR = "int8"
+CACHE_DIR = "int8/cache"
+CALIBRATION_RECORD = "calibration_data.json"
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What :func:`calibrate_artifact` did.
+
+    Attributes:
+        directory: the artifact directory.
+        precisions: component -> precision registered in the manifest's ``int8`` set.
+        fallbacks: component -> why it was left at its fallback precision.
+        passed: the registered int8 set is within the gate for every task.
+        report_json, report_md: the report files.
+        report: the report's content.
+    """
+
+    directory: Path
+    precisions: dict[str, str]
+    fallbacks: dict[str, str]
+    passed: bool
+    report_json: Path
+    report_md: Path
+    report: dict[str, Any] = field(repr=False)
+
+    @property
+    def quantized(self) -> tuple[str, ...]:
+        return tuple(c for c, p in self.precisions.items() if p == Precision.INT8.value)
+
+
+def default_components(mode: Mode) -> tuple[Component, ...]:
+    """The UNets: almost all of the compute. The VAE encoder and decoder stay fp16 unless asked."""
+    return (Component.UNET, Component.UNET_MAIN) if mode is Mode.MULTI else (Component.UNET,)
+
+
+def _parse_components(names: Iterable[str | Component] | str | None, mode: Mode) -> tuple[Component, ...]:
+    if names is None:
+        return default_components(mode)
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    chosen = {parse_enum(Component, n, "component") for n in names}
+    allowed = components_for(mode)
+    bad = [c.value for c in chosen if c not in allowed]
+    if bad:
+        raise StableMTLError(
+            f"component(s) {', '.join(bad)} are not part of this {mode.value}-stream artifact: choose from "
+            f"{', '.join(c.value for c in allowed)}"
+        )
+    if not chosen:
+        raise StableMTLError(f"no component to quantize: choose from {', '.join(c.value for c in allowed)}")
+    return tuple(c for c in allowed if c in chosen)
+
+
+def _cache_key(entry: ComponentEntry, calibration: CalibrationSet, options: QuantizeOptions,
+               tasks: Sequence[str], mode: Mode) -> str:
+    key = {"onnx_sha256": entry.sha256, "data": calibration.digest, "options": options.calibration_key(),
+           "tasks": list(tasks), "mode": mode.value, "onnxruntime": onnxruntime.__version__}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _fallback_entry(manifest: Manifest, component: Component) -> ComponentEntry:
+    """The graph a component keeps when it is not in int8: fp16 when exported, else fp32."""
+    for precision in (Precision.FP16, Precision.FP32):
+        entry = manifest.components.get(precision, {}).get(component)
+        if entry is not None:
+            return entry
+    raise StableMTLError(f"the artifact has no fp16 or fp32 `{component.value}`; re-export the model")
+
+
+def _int8_entry(directory: Path, rel: str, source: ComponentEntry, graph: QuantizedGraph,
+                record: dict[str, Any]) -> ComponentEntry:
+    model = onnx.load(str(directory / rel), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), source.opset)
+    return ComponentEntry(
+        component=source.component,
+        precision=Precision.INT8,
+        file=rel,
+        sha256=file_sha256(directory / rel),
+        opset=int(opset),
+        exporter=f"{source.exporter} + onnxruntime {onnxruntime.__version__} quantize_static (QDQ)",
+        inputs=source.inputs,
+        outputs=source.outputs,
+        external_data=graph.external_data,
+        quantization=record,
+    )
+
+
+def _describe_failures(verdicts: Sequence[TaskVerdict]) -> str:
+    parts = []
+    for v in verdicts:
+        if not v.passed:
+            change = "undefined" if v.change != v.change else f"{v.change * 100:+.2f}%"
+            parts.append(f"{v.mode}-stream {v.task} {v.metric} {v.reference:.4g} -> {v.candidate:.4g} "
+                         f"({change} > {v.threshold * 100:.2f}%)")
+    return "; ".join(parts)
+
+
+def _candidate(manifest: Manifest, entries: dict[Component, ComponentEntry], int8: Iterable[Component]) -> Manifest:
+    """``manifest`` with an ``int8`` set: ``int8`` components from ``entries``, the rest at fallback."""
+    keep = set(int8)
+    comps = {c: entries[c] if c in keep else _fallback_entry(manifest, c) for c in components_for(manifest.mode)}
+    components = {p: dict(v) for p, v in manifest.components.items() if p is not Precision.INT8}
+    components[Precision.INT8] = comps
+    return replace(manifest, components=components)
+
+
+def calibrate_artifact(
+    directory: str | os.PathLike,
+    calib_data: str | os.PathLike = "procedural",
+    calib_size: int = 16,
+    *,
+    options: QuantizeOptions = QuantizeOptions(),
+    components: Iterable[str | Component] | str | None = None,
+    thresholds: GateThresholds = GateThresholds(),
+    on_gate_fail: OnGateFail | str = OnGateFail.FALLBACK,
+    gate_samples: Sequence[Sample] | None = None,
+    gate_name: str = "",
+    gate_frames: int = 6,
+    tasks: Iterable[str] | str | None = None,
+    seed: int = 0,
+    topic: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> CalibrationResult:
+    """Quantize an exported artifact to int8 QDQ, check it against fp32 and register it.
+
+    Args:
+        directory: artifact directory with fp32 graphs (and usually fp16 ones).
+        calib_data: ``procedural``, an image folder, a video file or a ROS 2 bag.
+        calib_size: number of consecutive frame pairs used for calibration.
+        options: calibration method and exclusions.
+        components: components to quantize (default: ``unet`` and, multi-stream, ``unet_main``).
+        thresholds: allowed relative change of each task's main metric.
+        on_gate_fail: ``fallback`` keeps failing components at fp16; ``error`` raises and leaves the
+            manifest unchanged (the report is still written).
+        gate_samples: labelled held-out samples (default: the procedural test split).
+        gate_name: name of ``gate_samples`` for the report.
+        gate_frames: number of procedural held-out frames when ``gate_samples`` is None.
+        tasks: tasks run during calibration and scored by the gate (default all seven).
+        seed: calibration sampling seed.
+        topic: image topic when ``calib_data`` is a bag with several.
+        threads: onnxruntime intra-op threads (None = all cores).
+        progress: progress bars on stderr.
+
+    Raises:
+        StableMTLError: bad input, or a failed gate with ``on_gate_fail=error``.
+    """
+    directory = Path(directory)
+    on_gate_fail = parse_enum(OnGateFail, on_gate_fail, "--on-gate-fail value")
+    manifest = Manifest.load(directory)
+    if Precision.FP32 not in manifest.components:
+        raise StableMTLError(
+            f"`{directory}` has no fp32 graphs: int8 calibration quantizes the fp32 graphs and checks against "
+            "them; re-export with `stablemtl-export --precision fp32,fp16`"
+        )
+    chosen = _parse_components(components, manifest.mode)
+    task_keys = tuple(t.key for t in parse_tasks(tasks))
+    manifest.verify_files(directory, [Precision.FP32])
+    resolution = (manifest.profile.height, manifest.profile.width)
+    calibration = load_calibration_set(calib_data, calib_size, resolution, seed=seed, topic=topic)
+    samples = list(gate_samples) if gate_samples is not None else heldout_samples(resolution, gate_frames)
+    heldout = gate_name or ("user samples" if gate_samples is not None else
+                            f"procedural test split, {len(samples)} frames at {resolution[0]}x{resolution[1]}")
+
+    int8_dir = directory / INT8_DIR
+    int8_dir.mkdir(parents=True, exist_ok=True)
+    # Candidate graphs live in a staging folder until the gate has spoken: a failed run leaves the
+    # registered int8 graphs (if any) untouched.
+    stage = Path(tempfile.mkdtemp(prefix=".candidate-", dir=int8_dir))
+    try:
+        return _calibrate(directory, manifest, chosen, task_keys, calibration, samples, heldout, stage, options,
+                          thresholds, on_gate_fail, threads, progress)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...], task_keys: tuple[str, ...],
+               calibration: CalibrationSet, samples: Sequence[Sample], heldout: str, stage: Path,
+               options: QuantizeOptions, thresholds: GateThresholds, on_gate_fail: OnGateFail,
+               threads: int | None, progress: bool) -> CalibrationResult:
+    int8_dir = directory / INT8_DIR
+    fp32 = {c: manifest.entry(Precision.FP32, c) for c in chosen}
+    caches = {c: directory / CACHE_DIR / f"{c.value}-{_cache_key(fp32[c], calibration, options, task_keys, manifest.mode)[:24]}.json"
+              for c in chosen}
+    graphs: dict[Component, QuantizedGraph] = {}
+    with tempfile.TemporaryDirectory(prefix=".record-", dir=stage) as scratch:
+        missing = [c for c in chosen if not caches[c].is_file()]
+        feeds = record_feeds(directory, manifest, calibration, missing, scratch, task_keys, threads, progress) if missing else {}
+        for c in chosen:
+            if progress:
+                print(f"calibration: quantizing {c.value} ({options.method.value}"
+                      f"{', cached ranges' if c not in feeds else ''})", file=sys.stderr, flush=True)
+            reader = RecordedFeeds(feeds[c]) if c in feeds else None
+            graphs[c] = quantize_component(directory / fp32[c].file, stage / f"{c.value}.onnx", reader, options,
+                                           caches[c], c.value)
+    base_record = {
+        "method": options.method.value,
+        **({"percentile": options.percentile} if options.method.value == "percentile" else {}),
+        "activations": "int8, symmetric, per-tensor", "weights": "int8, symmetric, per-channel",
+        "format": "QDQ", "calibration_set": {"file": f"{INT8_DIR}/{CALIBRATION_RECORD}", "digest": calibration.digest,
+                                             "size": len(calibration), "source": calibration.record["source"]},
+    }
+    staged = f"{stage.relative_to(directory).as_posix()}"
+    entries = {c: _int8_entry(directory, f"{staged}/{c.value}.onnx", fp32[c], graphs[c],
+                              {**base_record, **graphs[c].record()}) for c in chosen}
+
+    # -- gate ----------------------------------------------------------------------------------------------
+    modes = (Mode.SINGLE, Mode.MULTI) if manifest.mode is Mode.MULTI else (Mode.SINGLE,)
+    labelled = {key for s in samples for key in s.labels}
+    gate_tasks = tuple(t for t in task_keys if t in labelled)  # a flow needs frame 2: only score what is labelled
+    if not gate_tasks:
+        raise StableMTLError(
+            f"the held-out samples label none of the calibrated tasks ({', '.join(task_keys)}): give labelled "
+            "samples for at least one of them"
+        )
+
+    def run(label: str, m: Manifest, precision: Precision) -> PipelineRun:
+        if progress:
+            print(f"calibration: evaluating {label} on {len(samples)} held-out frames", file=sys.stderr, flush=True)
+        return run_pipeline(directory, m, precision, label, samples, modes, gate_tasks, threads, progress)
+
+    runs = [run("fp32", manifest, Precision.FP32)]
+    reference = runs[0]
+    if Precision.FP16 in manifest.components:
+        runs.append(run("fp16", manifest, Precision.FP16))
+    int8_all = run("int8", _candidate(manifest, entries, chosen), Precision.INT8)
+    runs.append(int8_all)
+    all_verdicts = judge(reference, int8_all, thresholds)
+    kept = list(chosen)
+    fallbacks: dict[str, str] = {}
+    messages: list[str] = []
+    ablations: dict[str, list[dict[str, Any]]] = {}
+    final_run, final_verdicts = int8_all, all_verdicts
+    if not all(v.passed for v in all_verdicts):
+        failures = _describe_failures(all_verdicts)
+        if on_gate_fail is OnGateFail.ERROR:
+            report = _report(directory, calibration, options, thresholds, heldout, modes, runs, all_verdicts,
+                             all_verdicts, ablations, entries, {}, manifest, chosen,
+                             ["int8 pipeline failed the gate: " + failures, "manifest left unchanged (--on-gate-fail error)"],
+                             "FAILED: the int8 pipeline is outside the gate; nothing registered")
+            _, md = write_report(int8_dir, report)
+            raise StableMTLError(
+                f"int8 failed the accuracy gate ({failures}); the manifest is unchanged; see `{md}`; raise "
+                "--gate-threshold, add --exclude patterns, try --method entropy or use --on-gate-fail fallback"
+            )
+        if len(chosen) == 1:
+            kept = []
+            fallbacks[chosen[0].value] = failures
+        else:
+            for c in chosen:
+                alone = run(f"int8[{c.value}]", _candidate(manifest, entries, [c]), Precision.INT8)
+                runs.append(alone)
+                verdicts = judge(reference, alone, thresholds)
+                ablations[c.value] = [v.to_dict() for v in verdicts]
+                if not all(v.passed for v in verdicts):
+                    kept.remove(c)
+                    fallbacks[c.value] = _describe_failures(verdicts)
+            if kept:
+                final_run = run("int8 (final)", _candidate(manifest, entries, kept), Precision.INT8)
+                runs.append(final_run)
+                final_verdicts = judge(reference, final_run, thresholds)
+                if not all(v.passed for v in final_verdicts):
+                    for c in kept:
+                        fallbacks[c.value] = "passes alone but not together with the others: " + _describe_failures(final_verdicts)
+                    kept = []
+        if not kept:
+            final_run = next((r for r in runs if r.label == "fp16"), reference)
+            final_verdicts = judge(reference, final_run, thresholds)
+        for name, why in fallbacks.items():
+            fb = _fallback_entry(manifest, Component(name))
+            messages.append(f"{name} failed the gate ({why}); left at {fb.precision.value} (`{fb.file}`), "
+                            "its int8 graph discarded")
+    # Commit: move the kept graphs out of the staging folder; registered graphs of the others go away.
+    for c in chosen:
+        final_rel = f"{INT8_DIR}/{c.value}.onnx"
+        if c in kept:
+            graph = graphs[c]
+            if graph.external_data:
+                os.replace(stage / graph.external_data, int8_dir / graph.external_data)
+            elif (int8_dir / f"{c.value}.onnx.data").exists():
+                (int8_dir / f"{c.value}.onnx.data").unlink()
+            os.replace(stage / f"{c.value}.onnx", directory / final_rel)
+            entries[c] = replace(entries[c], file=final_rel)
+        else:
+            remove_graph(directory / final_rel)
+    calibration.save(int8_dir / CALIBRATION_RECORD)
+    final_manifest = _candidate(manifest, entries, kept)
+    if kept:
+        verdict = (f"PASS: {', '.join(c.value for c in kept)} in int8"
+                   + (f"; {', '.join(fallbacks)} left at fp16" if fallbacks else "") + "; every task within the gate")
+    else:
+        verdict = "FALLBACK: no component passed the gate in int8; the int8 set runs the fp16 graphs"
+    report = _report(directory, calibration, options, thresholds, heldout, modes, runs, all_verdicts, final_verdicts,
+                     ablations, entries, fallbacks, final_manifest, chosen, messages, verdict)
+    json_path, md_path = write_report(int8_dir, report)
+    # Record the int8 set: entries for fallbacks say why, files list the int8 graphs.
+    comps = final_manifest.components[Precision.INT8]
+    for name, why in fallbacks.items():
+        c = Component(name)
+        comps[c] = replace(comps[c], quantization={"quantized": False, "reason": f"failed the int8 accuracy gate: {why}"})
+    for c in components_for(manifest.mode):
+        if c not in chosen:
+            comps[c] = replace(comps[c], quantization={"quantized": False, "reason": "not selected for int8"})
+    files = {k: v for k, v in final_manifest.files.items() if not k.startswith(f"{INT8_DIR}/")}
+    for c in kept:
+        e = comps[c]
+        e.quantization = {**(e.quantization or {}), "gate": {"passed": True, "thresholds": thresholds.to_dict()}}
+        files[e.file] = e.sha256
+        if e.external_data:
+            data = f"{INT8_DIR}/{e.external_data}"
+            files[data] = file_sha256(directory / data)
+    final_manifest = replace(final_manifest, files=files)
+    final_manifest.save(directory)  # last, atomically
+    precisions = {c.value: comps[c].precision.value for c in components_for(manifest.mode)}
+    return CalibrationResult(directory, precisions, fallbacks, all(v.passed for v in final_verdicts), json_path,
+                             md_path, report)
+
+
+def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptions, thresholds: GateThresholds,
+            heldout: str, modes: Sequence[Mode], runs: Sequence[PipelineRun], int8_verdicts: Sequence[TaskVerdict],
+            final_verdicts: Sequence[TaskVerdict], ablations: dict[str, list[dict[str, Any]]],
+            entries: dict[Component, ComponentEntry], fallbacks: dict[str, str], final: Manifest,
+            chosen: Sequence[Component], messages: list[str], verdict: str) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    registered = final.components.get(Precision.INT8, {})
+    for c in components_for(final.mode):
+        q = entries[c].quantization if c in entries else None
+        reg = registered.get(c)
+        note = ("int8" if reg is not None and reg.precision is Precision.INT8 else
+                f"failed gate, left at {reg.precision.value}" if c.value in fallbacks and reg is not None else
+                "not selected")
+        components[c.value] = {
+            "precision": reg.precision.value if reg is not None else "unchanged",
+            "file": reg.file if reg is not None else "",
+            "quantized_nodes": (q or {}).get("quantized_nodes", 0) if c in chosen else 0,
+            "excluded_layers": (q or {}).get("excluded_layers", 0) if c in chosen else 0,
+            "excluded_nodes": (q or {}).get("excluded_nodes", []) if c in chosen else [],
+            "excluded_by_rule": (q or {}).get("excluded_by_rule", {}) if c in chosen else {},
+            "note": note,
+        }
+    ratio = {}
+    fp32 = runs[0]
+    int8 = next((r for r in runs if r.label == "int8"), None)
+    if int8 is not None:
+        ratio = {m: int8.ms_per_frame[m] / fp32.ms_per_frame[m] for m in fp32.ms_per_frame if fp32.ms_per_frame[m] > 0}
+    return {
+        "artifact": str(directory),
+        "verdict": verdict,
+        "messages": messages,
+        "cpu": cpu_int8_support(),
+        "method": options.method.value + (f" (percentile {options.percentile})" if options.method.value == "percentile" else ""),
+        "calibration": {**calibration.record, "digest": calibration.digest},
+        "gate": {
+            "heldout": heldout,
+            "thresholds": thresholds.to_dict(),
+            "modes": [m.value for m in modes],
+            "int8": [v.to_dict() for v in int8_verdicts],
+            "final": [v.to_dict() for v in final_verdicts],
+            "ablations": ablations,
+        },
+        "components": components,
+        "runs": [r.to_dict() for r in runs],
+        "int8_fp32_time_ratio": ratio,
+        "tasks": sorted({v.task for v in final_verdicts}, key=TASK_NAMES.index),
+    }

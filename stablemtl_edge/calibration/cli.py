@@ -1,0 +1,119 @@
+"""``stablemtl-calibrate``: int8 QDQ graphs for an exported artifact, checked by a per-task accuracy gate.
+
+Examples::
+
+    stablemtl-calibrate artifacts/small --calib-data procedural --calib-size 16
+    stablemtl-calibrate artifacts/small --calib-data drive.mp4 --calib-size 64 --method entropy \\
+        --gate-threshold 0.02 --gate-threshold depth:0.05 --on-gate-fail error
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import StableMTLError
+from ..manifest import Component
+from .calibrate import calibrate_artifact
+from .exclusions import DEFAULT_RULES
+from .gate import DEFAULT_THRESHOLD, GateThresholds, OnGateFail
+from .quantize import CalibMethod, QuantizeOptions
+
+__all__ = ["build_parser", "main", "gate_samples_from_benchmark"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stablemtl-calibrate",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("artifacts", type=Path, help="exported artifact directory (manifest.json with fp32 graphs)")
+    g = p.add_argument_group("calibration data")
+    g.add_argument("--calib-data", default="procedural",
+                   help="`procedural`, an image folder, a video file or a ROS 2 bag (directory, .mcap or .db3)")
+    g.add_argument("--calib-size", type=int, default=16,
+                   help="consecutive frame pairs (t, t+1) drawn evenly from the source (needs N+1 frames)")
+    g.add_argument("--topic", help="image topic of a bag with several")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed and data: same frames)")
+    g.add_argument("--tasks", default="all", help="tasks run during calibration and scored by the gate")
+    q = p.add_argument_group("quantization")
+    q.add_argument("--method", default=CalibMethod.MINMAX.value, choices=[m.value for m in CalibMethod],
+                   help="activation range calibration")
+    q.add_argument("--percentile", type=float, default=99.999, help="clipping percentile of --method percentile")
+    q.add_argument("--components", default=None,
+                   help="comma-separated components to quantize (default: unet, and unet_main when multi-stream; "
+                        f"choose among {', '.join(c.value for c in Component)})")
+    rules = ", ".join(r.key for r in DEFAULT_RULES)
+    q.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="keep nodes matching this name or shell glob in floating point (repeatable), "
+                        "e.g. '*/mid_block/*'")
+    q.add_argument("--quantize", action="append", default=[], metavar="RULE|PATTERN",
+                   help=f"drop a default exclusion rule ({rules}) or force matching nodes into int8 (repeatable)")
+    q.add_argument("--no-default-exclusions", action="store_true",
+                   help="quantize every Conv/MatMul/Gemm except those given with --exclude")
+    a = p.add_argument_group("accuracy gate")
+    a.add_argument("--gate-threshold", action="append", default=[], metavar="[TASK:]REL",
+                   help=f"allowed relative change of a task's main metric against fp32 (default {DEFAULT_THRESHOLD}; "
+                        "repeatable, e.g. 0.02 and depth:0.05)")
+    a.add_argument("--on-gate-fail", default=OnGateFail.FALLBACK.value, choices=[o.value for o in OnGateFail],
+                   help="fallback: leave failing components at fp16; error: fail and leave the manifest unchanged")
+    a.add_argument("--gate-frames", type=int, default=6, help="procedural held-out frames (test split)")
+    a.add_argument("--gate-benchmark", help="score on a labelled benchmark instead (a stablemtl-eval benchmark name)")
+    a.add_argument("--gate-data", type=Path, help="root of --gate-benchmark")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def gate_samples_from_benchmark(artifacts: Path, benchmark: str, data: Path | None, frames: int):
+    """Labelled samples of a ``stablemtl-eval`` benchmark, opened by the evaluation CLI's own code."""
+    from ..eval.cli import build_parser as eval_parser
+    from ..eval.cli import open_samples
+
+    argv = [str(artifacts), "--benchmark", benchmark, "--frames", str(frames)]
+    if data is not None:
+        argv += ["--data", str(data)]
+    try:
+        args = eval_parser().parse_args(argv)
+    except SystemExit:
+        raise StableMTLError(f"unknown --gate-benchmark `{benchmark}`: see `stablemtl-eval --help`") from None
+    samples, _ = open_samples(args)
+    return samples
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        options = QuantizeOptions(
+            method=args.method, percentile=args.percentile, exclude=tuple(args.exclude),
+            quantize=tuple(args.quantize), default_exclusions=not args.no_default_exclusions,
+        )
+        thresholds = GateThresholds.parse(args.gate_threshold)
+        samples = None
+        if args.gate_benchmark:
+            samples = gate_samples_from_benchmark(args.artifacts, args.gate_benchmark, args.gate_data, args.gate_frames)
+        result = calibrate_artifact(
+            args.artifacts, args.calib_data, args.calib_size, options=options, components=args.components,
+            thresholds=thresholds, on_gate_fail=args.on_gate_fail, gate_samples=samples,
+            gate_name=args.gate_benchmark or "", gate_frames=args.gate_frames, tasks=args.tasks, seed=args.seed,
+            topic=args.topic, threads=args.threads, progress=not args.quiet,
+        )
+    except StableMTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result.report["verdict"])
+    for message in result.report["messages"]:
+        print(f"  {message}")
+    for name, comp in result.report["components"].items():
+        print(f"  {name}: {comp['precision']} ({comp['quantized_nodes']} layers in int8, "
+              f"{comp['excluded_layers']} layers kept in floating point)")
+    print(f"  {result.report['cpu']['note']}")
+    print(f"report: {result.report_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

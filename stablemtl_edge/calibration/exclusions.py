@@ -1,0 +1,195 @@
+"""Which layers stay in floating point: the default exclusion list and the user's overrides.
+
+The defaults follow the spirit of NVIDIA's int8 recipe for diffusion UNets (TensorRT diffusion demo /
+ModelOpt): quantize the bulk of the convolutions and linear layers, keep in high precision the layers
+whose error reaches every output or that have no well-behaved weight:
+
+- ``conv_in`` and ``conv_out``: the first layer sees the raw latents, the last writes the prediction;
+- the time-embedding path (``time_proj``, ``time_embedding``, every ``time_emb_proj``): a constant
+  timestep here, but its error is broadcast into every residual block;
+- the task-embedding path: the cross-attention keys and values (``attn2/to_k``, ``attn2/to_v``) read the
+  constant CLIP embedding of the task, the only task signal of the model;
+- normalisation layers (GroupNorm exported as InstanceNormalization, LayerNormalization);
+- attention score and attention-weighted value matrix products, i.e. every MatMul of two activations
+  (this also covers the task-attention MLPs whose weights are selected per row by ``task_id``: run-time
+  gathered weights get no per-channel scales), and every Softmax, the task-attention softmax included.
+
+Rules match our exported graphs' node names (TorchScript exporter: ``/unet/unet/conv_in/Conv``,
+``/main/unet/unet/down_blocks.0/.../attn2/to_k/MatMul``) with shell-style globs, by op type, or by
+structure. Users add patterns (``--exclude``), and force layers back to int8 by rule key or pattern
+(``--quantize conv_out``); a pattern that matches nothing is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import onnx
+
+from ..errors import StableMTLError
+
+__all__ = ["ExclusionRule", "DEFAULT_RULES", "QUANTIZED_OP_TYPES", "Exclusions", "resolve_exclusions"]
+
+#: Layers that get Q/DQ on their inputs: TensorRT runs exactly these in int8 when their inputs are
+#: quantized; everything between them stays in floating point.
+QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class GraphIndex:
+    """What the rules look at: node names, op types and which tensors are constants."""
+
+    nodes: tuple[onnx.NodeProto, ...]
+    constants: frozenset[str]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> GraphIndex:
+        constants = {i.name for i in model.graph.initializer}
+        constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+        return cls(tuple(model.graph.node), frozenset(constants))
+
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+
+@dataclass(frozen=True)
+class ExclusionRule:
+    """One reason to keep layers in floating point.
+
+    Attributes:
+        key: short name used on the command line (``--quantize KEY`` drops the rule).
+        why: one line for reports.
+        patterns: node-name globs.
+        op_types: op types matched whatever their name.
+        predicate: structural match (node, graph) -> bool.
+    """
+
+    key: str
+    why: str
+    patterns: tuple[str, ...] = ()
+    op_types: tuple[str, ...] = ()
+    predicate: Callable[[onnx.NodeProto, GraphIndex], bool] | None = field(default=None, compare=False)
+
+    def matches(self, node: onnx.NodeProto, graph: GraphIndex) -> bool:
+        if node.op_type in self.op_types:
+            return True
+        if any(fnmatch.fnmatchcase(node.name, p) for p in self.patterns):
+            return True
+        return self.predicate is not None and self.predicate(node, graph)
+
+
+def _activation_matmul(node: onnx.NodeProto, graph: GraphIndex) -> bool:
+    return node.op_type == "MatMul" and not any(i in graph.constants for i in node.input[:2])
+
+
+DEFAULT_RULES: tuple[ExclusionRule, ...] = (
+    ExclusionRule("conv_in", "first convolution (reads the raw 12-channel latents)", ("*/conv_in/*",)),
+    ExclusionRule("conv_out", "last convolution (writes the predicted latent)", ("*/conv_out/*",)),
+    ExclusionRule(
+        "time_embedding", "time-embedding path (sinusoid, MLP and its per-block projections)",
+        ("*/time_proj/*", "*/time_embedding/*", "*/time_emb_proj/*"),
+    ),
+    ExclusionRule(
+        "task_embedding", "task-embedding path: cross-attention keys/values of the constant CLIP task embedding",
+        ("*/attn2/to_k/*", "*/attn2/to_v/*"),
+    ),
+    ExclusionRule(
+        "normalization", "normalisation layers (GroupNorm as InstanceNormalization, LayerNorm)",
+        op_types=("InstanceNormalization", "LayerNormalization", "GroupNormalization", "BatchNormalization"),
+    ),
+    ExclusionRule(
+        "attention_matmul",
+        "MatMuls of two activations: attention scores, attention x values, task-selected MLP weights",
+        predicate=_activation_matmul,
+    ),
+    ExclusionRule("task_attention_softmax", "the task-attention softmax over auxiliary streams",
+                  ("*/task_attention*/Softmax*",)),
+    ExclusionRule("softmax", "attention softmax", op_types=("Softmax",)),
+)
+_RULES_BY_KEY = {r.key: r for r in DEFAULT_RULES}
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """The resolved exclusion of one graph.
+
+    Attributes:
+        excluded: node name -> key of the rule (or ``exclude:<pattern>``) that excluded it, graph order
+            (normalisation and softmax nodes included: they are named so no later option quantizes them).
+        candidates: names of nodes of :data:`QUANTIZED_OP_TYPES` that are not excluded (to be quantized).
+        excluded_layers: the excluded nodes of :data:`QUANTIZED_OP_TYPES` (layers int8 would otherwise take).
+        rules: keys of the rules applied.
+    """
+
+    excluded: dict[str, str]
+    candidates: tuple[str, ...]
+    excluded_layers: tuple[str, ...]
+    rules: tuple[str, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Rule -> number of nodes it excluded."""
+        out: dict[str, int] = {}
+        for rule in self.excluded.values():
+            out[rule] = out.get(rule, 0) + 1
+        return out
+
+
+def _check_pattern(pattern: str, names: Sequence[str], what: str, component: str) -> list[str]:
+    hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if not hits:
+        example = next((n for n in names if "conv" in n.lower()), names[0] if names else "")
+        raise StableMTLError(
+            f"{what} pattern `{pattern}` matches no node of `{component}`: give a node name or a shell glob "
+            f"over node names (e.g. `*/conv_in/*`, names look like `{example}`) or a rule key "
+            f"({', '.join(_RULES_BY_KEY)})"
+        )
+    return hits
+
+
+def resolve_exclusions(
+    model: onnx.ModelProto,
+    component: str,
+    exclude: Iterable[str] = (),
+    quantize: Iterable[str] = (),
+    defaults: bool = True,
+) -> Exclusions:
+    """Resolve the default rules and the user's overrides against the real node names of a graph.
+
+    Args:
+        model: the fp32 graph to be quantized.
+        component: its name, for messages.
+        exclude: extra node names or globs to keep in floating point.
+        quantize: rule keys to drop, or node names / globs to force into int8 despite a default rule.
+        defaults: apply :data:`DEFAULT_RULES`.
+
+    Raises:
+        StableMTLError: a pattern or rule key that matches nothing.
+    """
+    graph = GraphIndex.of(model)
+    names = graph.names()
+    rules = list(DEFAULT_RULES) if defaults else []
+    forced: set[str] = set()
+    for item in quantize:
+        if item in _RULES_BY_KEY:
+            rules = [r for r in rules if r.key != item]
+        else:
+            forced.update(_check_pattern(item, names, "--quantize", component))
+    excluded: dict[str, str] = {}
+    for node in graph.nodes:
+        for rule in rules:
+            if rule.matches(node, graph):
+                excluded[node.name] = rule.key
+                break
+    for pattern in exclude:
+        for name in _check_pattern(pattern, names, "--exclude", component):
+            excluded.setdefault(name, f"exclude:{pattern}")
+    for name in forced:
+        excluded.pop(name, None)
+    order = {n: i for i, n in enumerate(names)}
+    excluded = dict(sorted(excluded.items(), key=lambda kv: order[kv[0]]))
+    layers = [n.name for n in graph.nodes if n.op_type in QUANTIZED_OP_TYPES]
+    candidates = tuple(n for n in layers if n not in excluded)
+    excluded_layers = tuple(n for n in layers if n in excluded)
+    return Exclusions(excluded, candidates, excluded_layers, tuple(r.key for r in rules))

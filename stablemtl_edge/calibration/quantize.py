@@ -1,0 +1,355 @@
+"""Explicit int8 quantization of one component: a QDQ ONNX graph that TensorRT builds strongly typed.
+
+Built on onnxruntime's ``quantize_static`` (the maintained quantizer; nothing here computes a scale):
+
+- ``QuantFormat.QDQ``: QuantizeLinear/DequantizeLinear pairs around float operators, the explicit form
+  TensorRT consumes (its implicit int8 calibrators are gone in TensorRT 11);
+- int8 activations and weights, symmetric (every zero point is 0, as TensorRT requires);
+- per-channel weight scales along the output channels (Conv axis 0, MatMul the last axis, Gemm its
+  output axis), per-tensor activation scales;
+- Q/DQ only in front of :data:`~.exclusions.QUANTIZED_OP_TYPES`; biases stay float (TensorRT fuses them);
+- ranges from minmax, percentile or entropy calibration over the recorded feeds, cached in onnxruntime's
+  calibration-cache JSON so a re-run with the same graph, data and method skips calibration.
+
+The fp32 graph first goes through onnxruntime's quantization pre-processing (ONNX shape inference and
+constant folding; node names are kept, so the exclusion rules still apply): it halves the node count of
+our UNets, which the quantizer's run time grows with quadratically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from ..errors import StableMTLError
+from .exclusions import QUANTIZED_OP_TYPES, Exclusions, resolve_exclusions
+
+__all__ = [
+    "CalibMethod",
+    "QuantizeOptions",
+    "QuantizedGraph",
+    "QDQSummary",
+    "quantize_component",
+    "inspect_qdq",
+    "remove_graph",
+]
+
+_PROTOBUF_LIMIT = 2 * 1024**3
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+class CalibMethod(str, enum.Enum):
+    """How activation ranges are derived from the calibration feeds."""
+
+    MINMAX = "minmax"  # the observed range: no clipping, sensitive to outliers
+    PERCENTILE = "percentile"  # clip at a high percentile of |x| (``percentile``)
+    ENTROPY = "entropy"  # the clipping that minimises the KL divergence of the int8 histogram (TensorRT's)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def ort(self) -> CalibrationMethod:
+        return {
+            CalibMethod.MINMAX: CalibrationMethod.MinMax,
+            CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
+            CalibMethod.ENTROPY: CalibrationMethod.Entropy,
+        }[self]
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Everything that decides the int8 graph besides the calibration data.
+
+    Attributes:
+        method: calibration method.
+        percentile: clipping percentile of the ``percentile`` method.
+        exclude: extra node names / globs kept in floating point.
+        quantize: rule keys dropped, or node names / globs forced into int8.
+        default_exclusions: apply the default exclusion rules.
+    """
+
+    method: CalibMethod = CalibMethod.MINMAX
+    percentile: float = 99.999
+    exclude: tuple[str, ...] = ()
+    quantize: tuple[str, ...] = ()
+    default_exclusions: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", _parse_method(self.method))
+        if not 50.0 < self.percentile <= 100.0:
+            raise StableMTLError(f"the calibration percentile must be in (50, 100], got {self.percentile}")
+
+    def calibration_key(self) -> dict[str, Any]:
+        """The options that change the collected ranges (exclusions do not: ranges cover every layer)."""
+        key: dict[str, Any] = {"method": self.method.value, "op_types": list(QUANTIZED_OP_TYPES)}
+        if self.method is CalibMethod.PERCENTILE:
+            key["percentile"] = self.percentile
+        return key
+
+
+def _parse_method(value: CalibMethod | str) -> CalibMethod:
+    if isinstance(value, CalibMethod):
+        return value
+    key = str(value).strip().lower()
+    if key == "max":
+        key = "minmax"
+    try:
+        return CalibMethod(key)
+    except ValueError:
+        raise StableMTLError(
+            f"unknown calibration method `{value}`: choose from {', '.join(m.value for m in CalibMethod)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class QuantizedGraph:
+    """What one quantization produced, read back from the written graph.
+
+    Attributes:
+        quantized: names of the Conv/MatMul/Gemm nodes with Q/DQ inputs.
+        excluded: node name -> the rule that kept it in floating point.
+        excluded_layers: the excluded Conv/MatMul/Gemm nodes.
+        qdq_nodes: number of QuantizeLinear + DequantizeLinear nodes.
+        cache_hit: calibration ranges came from the cache.
+        external_data: name of the external data file, or None when the graph is one file.
+    """
+
+    quantized: tuple[str, ...]
+    excluded: dict[str, str]
+    excluded_layers: tuple[str, ...]
+    qdq_nodes: int
+    cache_hit: bool
+    external_data: str | None = None
+    rules: tuple[str, ...] = field(default=())
+
+    def record(self) -> dict[str, Any]:
+        by_rule: dict[str, int] = {}
+        for rule in self.excluded.values():
+            by_rule[rule] = by_rule.get(rule, 0) + 1
+        return {
+            "quantized_nodes": len(self.quantized),
+            "excluded_layers": len(self.excluded_layers),
+            "excluded_nodes": list(self.excluded),
+            "excluded_by_rule": by_rule,
+            "qdq_nodes": self.qdq_nodes,
+            "ranges": "from the calibration cache" if self.cache_hit else "calibrated",
+            "rules": list(self.rules),
+        }
+
+
+@dataclass(frozen=True)
+class QDQSummary:
+    """A written QDQ graph as TensorRT will see it."""
+
+    quantized: tuple[str, ...]  # Conv/MatMul/Gemm nodes with at least one input from a DequantizeLinear
+    qdq_nodes: int
+    zero_points: tuple[tuple[str, str, bool], ...]  # (node, zero-point dtype, all zero)
+    per_channel_weights: tuple[str, ...]  # DequantizeLinear nodes of weights with one scale per channel
+
+
+def inspect_qdq(model: onnx.ModelProto) -> QDQSummary:
+    """Walk a QDQ graph: which layers are quantized, every zero point, which weights are per-channel."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    quantized = []
+    zps = []
+    per_channel = []
+    qdq = 0
+    for node in model.graph.node:
+        if node.op_type in _QDQ:
+            qdq += 1
+            zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+            if zp is None:
+                zps.append((node.name, "missing", False))
+            else:
+                arr = numpy_helper.to_array(zp)
+                zps.append((node.name, str(arr.dtype), bool(np.all(arr == 0))))
+            scale = inits.get(node.input[1])
+            if node.op_type == "DequantizeLinear" and node.input[0] in inits and scale is not None:
+                if numpy_helper.to_array(scale).size > 1:
+                    per_channel.append(node.name)
+        elif node.op_type in QUANTIZED_OP_TYPES:
+            if any(i in producer and producer[i].op_type == "DequantizeLinear" for i in node.input):
+                quantized.append(node.name)
+    return QDQSummary(tuple(quantized), qdq, tuple(zps), tuple(per_channel))
+
+
+@contextlib.contextmanager
+def _quiet_ort_advice() -> Iterator[None]:
+    """Drop onnxruntime's root-logger advice to pre-process (done) so progress output stays readable."""
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-process" not in record.getMessage()
+
+    f = _Filter()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> str | None:
+    """Save as one file, or with one external data file ``<name>.data`` above protobuf's 2 GB."""
+    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    if size + (64 << 20) < _PROTOBUF_LIMIT:
+        onnx.save_model(model, str(path))
+        return None
+    data = f"{path.name}.data"  # the artifact contract's external data name (manifest.py)
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data,
+                    size_threshold=1024)
+    return data
+
+
+def quantize_component(
+    source: str | Path,
+    destination: str | Path,
+    feeds: CalibrationDataReader | None,
+    options: QuantizeOptions,
+    cache: str | Path,
+    component: str = "",
+) -> QuantizedGraph:
+    """Write the int8 QDQ version of one fp32 graph.
+
+    Args:
+        source: the fp32 ONNX file (external data beside it is followed).
+        destination: the int8 ONNX file to write (replaced atomically, with its external data if any).
+        feeds: calibration inputs; may be None when ``cache`` already holds the ranges.
+        options: method and exclusions.
+        cache: calibration-range cache file (read when present, written otherwise).
+        component: name for messages.
+
+    Returns:
+        The quantized and excluded nodes, read back from the written graph.
+
+    Raises:
+        StableMTLError: no ranges cached and no feeds, or an exclusion pattern that matches nothing.
+    """
+    source, destination, cache = Path(source), Path(destination), Path(cache)
+    component = component or source.stem
+    if feeds is None and not cache.is_file():
+        raise StableMTLError(f"`{component}`: no cached calibration ranges at `{cache}` and no calibration feeds")
+    big = source.stat().st_size > _PROTOBUF_LIMIT or any(
+        p.name.startswith(source.name + ".") for p in source.parent.iterdir()
+    )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache_hit = cache.is_file()
+    with tempfile.TemporaryDirectory(prefix=f".quantize-{component}-", dir=destination.parent) as scratch:
+        pre = Path(scratch) / "pre.onnx"
+        raw = Path(scratch) / "int8.onnx"
+        with _quiet_ort_advice():
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True, save_as_external_data=big,
+                              all_tensors_to_one_file=True, external_data_location="pre.onnx.data")
+            exclusions = resolve_exclusions(
+                onnx.load(str(pre), load_external_data=False), component, options.exclude, options.quantize,
+                options.default_exclusions,
+            )
+            if not exclusions.candidates:
+                raise StableMTLError(
+                    f"`{component}`: every Conv/MatMul/Gemm layer is excluded, nothing is left to quantize: "
+                    "drop some --exclude patterns or leave this component out of --components"
+                )
+            extra: dict[str, Any] = {
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},  # output channels, also for [T, K, N]
+                # Q/DQ on the inputs of the int8 layers only (TensorRT's placement); outputs stay float.
+                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+            }
+            stride = _stride(feeds)
+            if stride:
+                # Calibrate in slices of `stride` feeds, merging ranges/histograms between slices: the
+                # augmented graph's outputs of a full-size UNet do not fit in memory for a whole set.
+                # (CalibMaxIntermediateOutputs would be the obvious option, but onnxruntime 1.32 drops
+                # the data of each full slice instead of merging it.)
+                extra["CalibStridedMinMax"] = stride
+            if options.method is CalibMethod.PERCENTILE:
+                extra["CalibPercentile"] = options.percentile
+            quantize_static(
+                str(pre),
+                str(raw),
+                feeds,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclusions.excluded),
+                use_external_data_format=big,
+                calibrate_method=options.method.ort,
+                extra_options=extra,
+                calibration_cache_path=str(cache),
+            )
+        model = onnx.load(str(raw), load_external_data=True)
+        summary = inspect_qdq(model)
+        _check_tensorrt_rules(summary, exclusions, component)
+        staged = Path(scratch) / destination.name
+        data = _save(model, staged)
+        del model
+        onnx.checker.check_model(str(staged))
+        _move_into_place(staged, destination, data)
+    return QuantizedGraph(
+        quantized=summary.quantized,
+        excluded=dict(exclusions.excluded),
+        excluded_layers=exclusions.excluded_layers,
+        qdq_nodes=summary.qdq_nodes,
+        cache_hit=cache_hit,
+        external_data=data,
+        rules=exclusions.rules,
+    )
+
+
+def _stride(feeds: CalibrationDataReader | None, largest: int = 4) -> int | None:
+    """The largest slice size <= ``largest`` that divides the number of feeds (onnxruntime's requirement)."""
+    if feeds is None or not hasattr(feeds, "set_range") or not hasattr(feeds, "__len__"):
+        return None
+    n = len(feeds)  # type: ignore[arg-type]
+    return max(d for d in range(1, min(largest, max(n, 1)) + 1) if n % d == 0) if n else None
+
+
+def _check_tensorrt_rules(summary: QDQSummary, exclusions: Exclusions, component: str) -> None:
+    """The written graph must be what TensorRT accepts; a violation is our bug, not the user's."""
+    bad = [(n, dt) for n, dt, zero in summary.zero_points if dt != "int8" or not zero]
+    if bad:
+        raise RuntimeError(f"{component}: Q/DQ nodes with a non-zero or non-int8 zero point: {bad[:5]}")
+    leaked = set(summary.quantized) & set(exclusions.excluded)
+    if leaked:
+        raise RuntimeError(f"{component}: excluded nodes were quantized: {sorted(leaked)[:5]}")
+
+
+def _move_into_place(staged: Path, destination: Path, data: str | None) -> None:
+    """Rename the staged graph (and its data file first) onto the destination; drop a stale data file."""
+    if data is not None:
+        os.replace(staged.parent / data, destination.parent / data)
+    else:
+        stale = destination.parent / f"{destination.name}.data"
+        if stale.exists():
+            stale.unlink()
+    os.replace(staged, destination)
+
+
+def remove_graph(path: str | Path) -> None:
+    """Delete an int8 graph and its external data file, if present."""
+    path = Path(path)
+    for p in (path, path.parent / f"{path.name}.data"):
+        if p.exists():
+            p.unlink()

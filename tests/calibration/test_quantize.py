@@ -1,0 +1,120 @@
+"""The written QDQ graphs obey TensorRT's rules; exclusions resolve against our real node names."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from stablemtl_edge.calibration import QUANTIZED_OP_TYPES, inspect_qdq, resolve_exclusions
+from stablemtl_edge.calibration.quantize import QuantizeOptions
+from stablemtl_edge.errors import StableMTLError
+from stablemtl_edge.manifest import Component, Precision
+
+
+def _int8_graph(calibrated) -> onnx.ModelProto:
+    entry = calibrated.manifest.entry(Precision.INT8, Component.UNET)
+    return onnx.load(str(calibrated.directory / entry.file))
+
+
+def test_every_quantize_dequantize_has_int8_zero_point_zero(calibrated_unet):
+    model = _int8_graph(calibrated_unet)
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 100
+    for node in qdq:
+        assert len(node.input) == 3, f"{node.name} has no explicit zero point"
+        zp = numpy_helper.to_array(inits[node.input[2]])
+        assert zp.dtype == np.int8, f"{node.name}: zero point {zp.dtype}"
+        assert not zp.any(), f"{node.name}: non-zero zero point"
+        assert node.domain in ("", "ai.onnx")  # standard ops: TensorRT parses them
+
+
+def test_weights_are_per_channel_along_output_channels_and_activations_per_tensor(calibrated_unet):
+    model = _int8_graph(calibrated_unet)
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    checked = {"Conv": 0, "MatMul": 0, "Gemm": 0}
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZED_OP_TYPES or node.input[0] not in producer:
+            continue
+        act = producer.get(node.input[0])
+        if act is None or act.op_type != "DequantizeLinear":
+            continue
+        assert numpy_helper.to_array(inits[act.input[1]]).size == 1  # activation: one scale
+        wdq = producer.get(node.input[1])
+        assert wdq is not None and wdq.op_type == "DequantizeLinear" and wdq.input[0] in inits
+        weight = numpy_helper.to_array(inits[wdq.input[0]])
+        scale = numpy_helper.to_array(inits[wdq.input[1]])
+        assert weight.dtype == np.int8
+        axis = next(a.i for a in wdq.attribute if a.name == "axis") % weight.ndim
+        out_axis = 0 if node.op_type == "Conv" else weight.ndim - 1
+        if node.op_type == "Gemm":
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            out_axis = 0 if trans_b else 1
+        assert axis == out_axis, f"{node.name}: per-channel axis {axis}, output channels on {out_axis}"
+        assert scale.shape == (weight.shape[axis],)
+        checked[node.op_type] += 1
+    assert checked["Conv"] > 10 and checked["MatMul"] > 10
+
+
+def test_excluded_nodes_really_stay_float(calibrated_unet):
+    model = _int8_graph(calibrated_unet)
+    record = calibrated_unet.manifest.entry(Precision.INT8, Component.UNET).quantization
+    summary = inspect_qdq(model)
+    excluded = set(record["excluded_nodes"])
+    assert len(summary.quantized) == record["quantized_nodes"] > 50
+    assert not excluded & set(summary.quantized)
+    for pattern in ("*/conv_in/Conv", "*/conv_out/Conv", "*/time_emb_proj/Gemm", "*/time_embedding/linear_1/Gemm",
+                    "*/attn2/to_k/MatMul", "*/attn2/to_v/MatMul", "*/attn1/MatMul", "*/attn1/MatMul_1"):
+        hits = [n for n in excluded if fnmatch.fnmatchcase(n, pattern)]
+        assert hits, f"no excluded node matches {pattern}"
+        assert not set(hits) & set(summary.quantized)
+    assert any(fnmatch.fnmatchcase(n, "*/attn1/to_q/MatMul") for n in summary.quantized)
+    assert any(fnmatch.fnmatchcase(n, "*/resnets.0/conv1/Conv") for n in summary.quantized)
+    by_rule = record["excluded_by_rule"]
+    assert {"conv_in", "conv_out", "time_embedding", "task_embedding", "normalization", "attention_matmul",
+            "softmax"} <= set(by_rule)
+
+
+def test_default_rules_and_overrides_resolve_against_the_exported_main_stream(tiny_artifacts):
+    path = Path(tiny_artifacts) / "fp32" / "unet_main.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    base = resolve_exclusions(model, "unet_main")
+    names = {n.name: n.op_type for n in model.graph.node}
+    task_softmax = [n for n in names if fnmatch.fnmatchcase(n, "*/task_attention*/Softmax*")]
+    assert len(task_softmax) == 16 and all(base.excluded[n] == "task_attention_softmax" for n in task_softmax)
+    task_scores = [n for n, op in names.items() if op == "MatMul" and "task_attention" in n and n in base.excluded]
+    assert task_scores and all(base.excluded[n] == "attention_matmul" for n in task_scores)
+    assert not set(base.candidates) & set(base.excluded)
+    # Force conv_out back into int8 by rule key, keep the middle block in float by glob.
+    custom = resolve_exclusions(model, "unet_main", exclude=["*/mid_block/*"], quantize=["conv_out"])
+    conv_out = next(n for n in names if n.endswith("/conv_out/Conv"))
+    assert conv_out in custom.candidates and conv_out in base.excluded
+    mid = [n for n, op in names.items() if "/mid_block/" in n and op in QUANTIZED_OP_TYPES]
+    assert mid and all(custom.excluded[n] == "exclude:*/mid_block/*" for n in mid if n not in base.excluded)
+    # A node name forces one layer back even when a rule covers it.
+    to_k = next(n for n in names if n.endswith("/attn2/to_k/MatMul"))
+    assert to_k in resolve_exclusions(model, "unet_main", quantize=[to_k]).candidates
+    every = resolve_exclusions(model, "unet_main", defaults=False)
+    assert not every.excluded and len(every.candidates) == sum(op in QUANTIZED_OP_TYPES for op in names.values())
+
+
+def test_patterns_that_match_nothing_are_errors(tiny_artifacts):
+    model = onnx.load(str(Path(tiny_artifacts) / "fp32" / "unet.onnx"), load_external_data=False)
+    with pytest.raises(StableMTLError, match="`\\*/no_such_layer/\\*` matches no node of `unet`"):
+        resolve_exclusions(model, "unet", exclude=["*/no_such_layer/*"])
+    with pytest.raises(StableMTLError, match="--quantize pattern"):
+        resolve_exclusions(model, "unet", quantize=["conv_outt"])
+
+
+def test_options_are_checked():
+    assert QuantizeOptions(method="max").method.value == "minmax"
+    with pytest.raises(StableMTLError, match="choose from minmax, percentile, entropy"):
+        QuantizeOptions(method="kl")
+    with pytest.raises(StableMTLError, match="percentile"):
+        QuantizeOptions(method="percentile", percentile=120.0)
