@@ -229,12 +229,16 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                threads: int | None, progress: bool) -> CalibrationResult:
     int8_dir = directory / INT8_DIR
     fp32 = {c: manifest.entry(Precision.FP32, c) for c in chosen}
-    caches = {c: directory / CACHE_DIR / f"{c.value}-{_cache_key(fp32[c], calibration, options, task_keys, manifest.mode)[:24]}.json"
-              for c in chosen}
+    caches = {}
+    for c in chosen:
+        key = _cache_key(fp32[c], calibration, options, task_keys, manifest.mode)
+        caches[c] = directory / CACHE_DIR / f"{c.value}-{key[:24]}.json"
     graphs: dict[Component, QuantizedGraph] = {}
     with tempfile.TemporaryDirectory(prefix=".record-", dir=stage) as scratch:
         missing = [c for c in chosen if not caches[c].is_file()]
-        feeds = record_feeds(directory, manifest, calibration, missing, scratch, task_keys, threads, progress) if missing else {}
+        feeds = {}
+        if missing:
+            feeds = record_feeds(directory, manifest, calibration, missing, scratch, task_keys, threads, progress)
         for c in chosen:
             if progress:
                 print(f"calibration: quantizing {c.value} ({options.method.value}"
@@ -285,7 +289,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         if on_gate_fail is OnGateFail.ERROR:
             report = _report(directory, calibration, options, thresholds, heldout, modes, runs, all_verdicts,
                              all_verdicts, ablations, entries, {}, manifest, chosen,
-                             ["int8 pipeline failed the gate: " + failures, "manifest left unchanged (--on-gate-fail error)"],
+                             ["int8 pipeline failed the gate: " + failures,
+                              "manifest left unchanged (--on-gate-fail error)"],
                              "FAILED: the int8 pipeline is outside the gate; nothing registered")
             _, md = write_report(int8_dir, report)
             raise StableMTLError(
@@ -310,7 +315,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                 final_verdicts = judge(reference, final_run, thresholds)
                 if not all(v.passed for v in final_verdicts):
                     for c in kept:
-                        fallbacks[c.value] = "passes alone but not together with the others: " + _describe_failures(final_verdicts)
+                        fallbacks[c.value] = ("passes alone but not together with the others: "
+                                              + _describe_failures(final_verdicts))
                     kept = []
         if not kept:
             final_run = next((r for r in runs if r.label == "fp16"), reference)
@@ -334,11 +340,14 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             remove_graph(directory / final_rel)
     calibration.save(int8_dir / CALIBRATION_RECORD)
     final_manifest = _candidate(manifest, entries, kept)
+    fallback_precision = _fallback_entry(manifest, chosen[0]).precision.value
     if kept:
         verdict = (f"PASS: {', '.join(c.value for c in kept)} in int8"
-                   + (f"; {', '.join(fallbacks)} left at fp16" if fallbacks else "") + "; every task within the gate")
+                   + (f"; {', '.join(fallbacks)} left at {fallback_precision}" if fallbacks else "")
+                   + "; every task within the gate")
     else:
-        verdict = "FALLBACK: no component passed the gate in int8; the int8 set runs the fp16 graphs"
+        verdict = (f"FALLBACK: no component passed the gate in int8; the int8 set runs the {fallback_precision} "
+                   "graphs")
     report = _report(directory, calibration, options, thresholds, heldout, modes, runs, all_verdicts, final_verdicts,
                      ablations, entries, fallbacks, final_manifest, chosen, messages, verdict)
     json_path, md_path = write_report(int8_dir, report)
@@ -346,7 +355,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     comps = final_manifest.components[Precision.INT8]
     for name, why in fallbacks.items():
         c = Component(name)
-        comps[c] = replace(comps[c], quantization={"quantized": False, "reason": f"failed the int8 accuracy gate: {why}"})
+        reason = f"failed the int8 accuracy gate: {why}"
+        comps[c] = replace(comps[c], quantization={"quantized": False, "reason": reason})
     for c in components_for(manifest.mode):
         if c not in chosen:
             comps[c] = replace(comps[c], quantization={"quantized": False, "reason": "not selected for int8"})
@@ -397,7 +407,8 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
         "verdict": verdict,
         "messages": messages,
         "cpu": cpu_int8_support(),
-        "method": options.method.value + (f" (percentile {options.percentile})" if options.method.value == "percentile" else ""),
+        "method": options.method.value
+        + (f" (percentile {options.percentile})" if options.method.value == "percentile" else ""),
         "calibration": {**calibration.record, "digest": calibration.digest},
         "gate": {
             "heldout": heldout,

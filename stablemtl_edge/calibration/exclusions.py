@@ -12,7 +12,10 @@ whose error reaches every output or that have no well-behaved weight:
 - normalisation layers (GroupNorm exported as InstanceNormalization, LayerNormalization);
 - attention score and attention-weighted value matrix products, i.e. every MatMul of two activations
   (this also covers the task-attention MLPs whose weights are selected per row by ``task_id``: run-time
-  gathered weights get no per-channel scales), and every Softmax, the task-attention softmax included.
+  gathered weights get no per-channel scales), and every Softmax, the task-attention softmax included;
+- MatMuls with a batched (3-D) constant weight, the task-attention key/value MLPs stacked over the seven
+  tasks (``[7, C, C/2]``): int8 GEMM kernels take per-channel scales on 2-D weights only (onnxruntime's
+  CPU kernel rejects the graph), and these small MLPs cost little in floating point.
 
 Rules match our exported graphs' node names (TorchScript exporter: ``/unet/unet/conv_in/Conv``,
 ``/main/unet/unet/down_blocks.0/.../attn2/to_k/MatMul``) with shell-style globs, by op type, or by
@@ -23,7 +26,7 @@ structure. Users add patterns (``--exclude``), and force layers back to int8 by 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -43,12 +46,16 @@ class GraphIndex:
 
     nodes: tuple[onnx.NodeProto, ...]
     constants: frozenset[str]
+    ranks: Mapping[str, int]  # constant name -> rank (initializers and Constant nodes)
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> GraphIndex:
-        constants = {i.name for i in model.graph.initializer}
-        constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-        return cls(tuple(model.graph.node), frozenset(constants))
+        ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+        for n in model.graph.node:
+            if n.op_type == "Constant":
+                value = next((a.t for a in n.attribute if a.name == "value"), None)
+                ranks[n.output[0]] = len(value.dims) if value is not None else 0
+        return cls(tuple(model.graph.node), frozenset(ranks), ranks)
 
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
@@ -84,6 +91,10 @@ def _activation_matmul(node: onnx.NodeProto, graph: GraphIndex) -> bool:
     return node.op_type == "MatMul" and not any(i in graph.constants for i in node.input[:2])
 
 
+def _batched_weight_matmul(node: onnx.NodeProto, graph: GraphIndex) -> bool:
+    return node.op_type == "MatMul" and len(node.input) > 1 and graph.ranks.get(node.input[1], 2) > 2
+
+
 DEFAULT_RULES: tuple[ExclusionRule, ...] = (
     ExclusionRule("conv_in", "first convolution (reads the raw 12-channel latents)", ("*/conv_in/*",)),
     ExclusionRule("conv_out", "last convolution (writes the predicted latent)", ("*/conv_out/*",)),
@@ -103,6 +114,10 @@ DEFAULT_RULES: tuple[ExclusionRule, ...] = (
         "attention_matmul",
         "MatMuls of two activations: attention scores, attention x values, task-selected MLP weights",
         predicate=_activation_matmul,
+    ),
+    ExclusionRule(
+        "batched_weight_matmul", "MatMuls with a batched 3-D weight (task-attention key/value MLPs stacked over tasks)",
+        predicate=_batched_weight_matmul,
     ),
     ExclusionRule("task_attention_softmax", "the task-attention softmax over auxiliary streams",
                   ("*/task_attention*/Softmax*",)),

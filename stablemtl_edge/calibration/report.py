@@ -76,6 +76,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"- {message}")
     lines += ["", f"**CPU:** {report['cpu']['note']}", ""]
     cal = report["calibration"]
+    per_task = report["gate"]["thresholds"]["per_task"]
     lines += [
         "## Calibration",
         "",
@@ -85,7 +86,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "per-channel, zero point 0 everywhere",
         f"- held-out set: {report['gate']['heldout']}",
         f"- threshold: {report['gate']['thresholds']['default'] * 100:.2f}% relative change of each task's main "
-        "metric" + (f", per task {report['gate']['thresholds']['per_task']}" if report['gate']['thresholds']['per_task'] else ""),
+        "metric" + (f", per task {per_task}" if per_task else ""),
         "",
         "## Per-task main metric (fp32 / fp16 / int8)",
         "",

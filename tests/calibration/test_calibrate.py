@@ -22,7 +22,8 @@ from tests.runtime.artifact_zoo import copy_artifact
 def test_int8_set_is_registered_truthfully(calibrated_unet):
     m = calibrated_unet.manifest
     d = calibrated_unet.directory
-    assert calibrated_unet.result.precisions == {"encoder": "fp16", "unet": "int8", "unet_main": "fp16", "decoder": "fp16"}
+    want = {"encoder": "fp16", "unet": "int8", "unet_main": "fp16", "decoder": "fp16"}
+    assert calibrated_unet.result.precisions == want
     int8 = m.components[Precision.INT8]
     unet = int8[Component.UNET]
     assert unet.file == "int8/unet.onnx" and unet.precision is Precision.INT8

@@ -88,8 +88,16 @@ def test_default_rules_and_overrides_resolve_against_the_exported_main_stream(ti
     names = {n.name: n.op_type for n in model.graph.node}
     task_softmax = [n for n in names if fnmatch.fnmatchcase(n, "*/task_attention*/Softmax*")]
     assert len(task_softmax) == 16 and all(base.excluded[n] == "task_attention_softmax" for n in task_softmax)
-    task_scores = [n for n, op in names.items() if op == "MatMul" and "task_attention" in n and n in base.excluded]
-    assert task_scores and all(base.excluded[n] == "attention_matmul" for n in task_scores)
+    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+    # Scores, attention x values and the query MLP whose weights are gathered by task_id: two activations.
+    # (to_out_task is left out: its zero-initialised weights are deduplicated through Identity nodes in
+    # this untrained export; the quantizer's pre-processing folds them back into constants.)
+    task_act = [n.name for n in model.graph.node if n.op_type == "MatMul" and "task_attention" in n.name
+                and "to_out_task" not in n.name and n.input[1] not in ranks]
+    assert len(task_act) == 16 * 6 and all(base.excluded[n] == "attention_matmul" for n in task_act)
+    stacked = [n.name for n in model.graph.node if n.op_type == "MatMul" and ranks.get(n.input[1], 0) == 3]
+    assert len(stacked) == 16 * 4  # key and value MLPs (2 layers each) of 16 task-attention blocks
+    assert all(base.excluded[n] == "batched_weight_matmul" for n in stacked)
     assert not set(base.candidates) & set(base.excluded)
     # Force conv_out back into int8 by rule key, keep the middle block in float by glob.
     custom = resolve_exclusions(model, "unet_main", exclude=["*/mid_block/*"], quantize=["conv_out"])
