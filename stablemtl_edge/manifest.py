@@ -236,6 +236,11 @@ class Manifest:
         features: the 16 feature taps (multi-stream only).
         tolerance: per-task end-to-end tolerance (max abs error on the decoded image) that a backend must
             meet against the references.
+        files: sha256 of every file of the artifact (relative POSIX path -> digest), references and
+            external data included; engines are not listed (they carry their own ``engine.json``).
+        references: reference name (``encoder``, ..., ``end_to_end``) -> ``.npz`` file under ``reference/``
+            holding torch inputs (``in.<name>``) and outputs (``out.<name>``) so a target can check itself.
+        parity: end-to-end errors measured at export, ``{precision: {mode: {task: {output: figures}}}}``.
     """
 
     preset: dict[str, Any]
@@ -252,6 +257,9 @@ class Manifest:
     )
     tolerance: dict[str, float] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     producer: dict[str, str] = field(default_factory=lambda: {"package": "stablemtl-edge", "version": __version__})
 
@@ -292,6 +300,9 @@ class Manifest:
             "features": [asdict(f) for f in self.features],
             "tolerance": dict(self.tolerance),
             "source": dict(self.source),
+            "files": dict(self.files),
+            "references": dict(self.references),
+            "parity": dict(self.parity),
             "components": {
                 p.value: {c.value: e.to_dict() for c, e in comps.items()} for p, comps in self.components.items()
             },
@@ -331,6 +342,9 @@ class Manifest:
             preprocess=dict(d.get("preprocess", {})),
             tolerance={k: float(v) for k, v in d.get("tolerance", {}).items()},
             source=dict(d.get("source", {})),
+            files={str(k): str(v) for k, v in d.get("files", {}).items()},
+            references={str(k): str(v) for k, v in d.get("references", {}).items()},
+            parity=dict(d.get("parity", {})),
             format_version=version,
             producer=dict(d.get("producer", {})),
         )

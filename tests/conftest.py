@@ -4,3 +4,42 @@ import os
 
 # Keep torch and onnxruntime from oversubscribing the 2 CPU cores that CI has.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _make_tiny_checkpoint(directory: Path) -> Path:
+    """A random tiny multi-stream model whose task attention is active (so multi-stream != single)."""
+    import torch
+
+    from stablemtl_edge.model.stablemtl import StableMTL
+
+    model = StableMTL.from_preset("tiny", multi_stream=True, seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for ta in model.main.task_attention:
+            ta.to_out_task.weight.copy_(torch.randn(ta.to_out_task.weight.shape, generator=g) * 0.2)
+            ta.to_out_task.bias.copy_(torch.randn(ta.to_out_task.bias.shape, generator=g) * 0.2)
+    model.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Checkpoint directory of a random tiny multi-stream model (non-zero task-attention outputs)."""
+    return _make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_checkpoint, tmp_path_factory) -> Path:
+    """``tiny_checkpoint`` exported multi-stream, fp32 + fp16, at the tiny preset's 64x128 (verified)."""
+    from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
+    from stablemtl_edge.manifest import Mode, Precision
+
+    out = tmp_path_factory.mktemp("tiny_artifacts") / "artifact"
+    export_artifacts(
+        ExportRequest(str(tiny_checkpoint), out, Mode.MULTI, (Precision.FP32, Precision.FP16))
+    )
+    return out

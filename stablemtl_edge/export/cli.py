@@ -1,0 +1,262 @@
+"""``stablemtl-export``: checkpoint -> verified ONNX artifact; ``verify``; ``build`` TensorRT engines; imports.
+
+Subcommands (``export`` is the default, so ``stablemtl-export demo --out DIR`` works)::
+
+    stablemtl-export export CKPT --out DIR [--mode multi] [--precision fp32,fp16] [--resolution HxW]
+    stablemtl-export verify DIR
+    stablemtl-export build DIR --precision fp16|int8        (on the target, needs TensorRT)
+    stablemtl-export import-official --single-stream PTH --multi-stream DIR|TAR --sd2 DIR --out CKPT
+    stablemtl-export bench DIR                              (onnxruntime vs torch timing table)
+
+A :class:`StableMTLError` is printed as one ``error:`` line with exit status 1; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import StableMTLError
+from ..manifest import Mode, Precision, ShapeProfile, parse_enum
+
+__all__ = ["main", "build_parser", "parse_resolution", "parse_dynamic_hw", "parse_precisions"]
+
+COMMANDS = ("export", "verify", "build", "build-engine", "import-official", "bench")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W); both multiples of 64 (checked by the component specs with a clear message)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise StableMTLError(f"resolution `{text}` is not HxW (e.g. 384x512)") from None
+    from .components import check_resolution
+
+    check_resolution(h, w)
+    return h, w
+
+
+def parse_dynamic_hw(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``MINHxMINW:MAXHxMAXW`` -> ((min_h, min_w), (max_h, max_w))."""
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise StableMTLError(f"--dynamic-hw `{text}` is not MIN:MAX (e.g. 256x320:512x768)")
+    (a, b), (c, d) = parse_resolution(lo), parse_resolution(hi)
+    if c < a or d < b:
+        raise StableMTLError(f"--dynamic-hw `{text}`: the maximum is smaller than the minimum")
+    return (a, b), (c, d)
+
+
+def parse_precisions(text: str) -> tuple[Precision, ...]:
+    return tuple(parse_enum(Precision, p, "precision") for p in text.split(",") if p.strip())
+
+
+def _progress_bar(desc: str):  # noqa: ANN202
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, file=sys.stderr, bar_format="{desc}: {n} steps [{elapsed}] {postfix}", leave=False)
+
+    def step(message: str) -> None:
+        bar.set_postfix_str(message, refresh=False)
+        bar.update(1)
+
+    return bar, step
+
+
+# -- export ----------------------------------------------------------------------------------------------------
+def _export(args: argparse.Namespace) -> int:
+    from .artifacts import ExportRequest, export_artifacts
+    from .onnx_export import ExportOptions
+
+    mode = parse_enum(Mode, args.mode, "mode")
+    profile = None
+    if args.resolution or args.dynamic_hw:
+        from ..model.checkpoint import read_config, resolve_checkpoint
+        from ..config import ModelPreset
+
+        h, w = parse_resolution(args.resolution) if args.resolution else (
+            ModelPreset.from_dict(read_config(resolve_checkpoint(args.checkpoint))["preset"]).resolution
+        )
+        lo, hi = parse_dynamic_hw(args.dynamic_hw) if args.dynamic_hw else (None, None)
+        if lo is not None and not (lo[0] <= h <= hi[0] and lo[1] <= w <= hi[1]):
+            raise StableMTLError(f"--resolution {h}x{w} must lie inside --dynamic-hw {args.dynamic_hw}")
+        profile = ShapeProfile(h, w, max_batch=args.max_batch, min_hw=lo, max_hw=hi)
+    request = ExportRequest(
+        checkpoint=args.checkpoint,
+        out=Path(args.out),
+        mode=mode,
+        precisions=parse_precisions(args.precision),
+        profile=profile,
+        options=ExportOptions.for_exporter(args.exporter, args.opset),
+    )
+    bar, step = _progress_bar("export")
+    try:
+        result = export_artifacts(request, step)
+    finally:
+        bar.close()
+    if result.up_to_date:
+        print(f"{result.directory}: up to date, nothing exported")
+        return 0
+    print(_parity_table(result.manifest))
+    reused = f", reused {len(result.reused)}" if result.reused else ""
+    print(f"PASSED export -> {result.directory} (exported {len(result.exported)} graph(s){reused})")
+    return 0
+
+
+def _parity_table(manifest) -> str:  # noqa: ANN001
+    """Markdown: per precision, mode and task, the end-to-end errors recorded in the manifest."""
+    lines = ["| precision | mode | task | latent max | image max | image mean | tolerance |", "|---|---|---|---|---|---|---|"]
+    for precision, modes in manifest.parity.items():
+        for mode, tasks in modes.items():
+            for task, outs in tasks.items():
+                lat, img = outs["latent"], outs["image"]
+                lines.append(
+                    f"| {precision} | {mode} | {task} | {lat['max_abs']:.2e} | {img['max_abs']:.2e} | "
+                    f"{img['mean_abs']:.2e} | {manifest.tolerance.get(task, float('nan')):.2g} |"
+                )
+    return "\n".join(lines)
+
+
+# -- verify ----------------------------------------------------------------------------------------------------
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify_artifact
+
+    bar, step = _progress_bar("verify")
+    try:
+        results = verify_artifact(
+            args.directory, parse_precisions(args.precision) if args.precision else None, progress=step
+        )
+    finally:
+        bar.close()
+    failed = 0
+    for precision, comparator in results.items():
+        for r in comparator.results:
+            if args.verbose or not r.passed:
+                print(f"{precision.value}: {r.line()}")
+        failed += len(comparator.failures())
+        worst = max(comparator.results, key=lambda r: r.max_abs)
+        print(f"{precision.value}: {len(comparator.results)} checks, worst {worst.key} max {worst.max_abs:.3g}")
+    if failed:
+        raise StableMTLError(f"{args.directory}: {failed} parity check(s) failed (listed above)")
+    print(f"PASSED verify {args.directory}")
+    return 0
+
+
+# -- build -----------------------------------------------------------------------------------------------------
+def _build(args: argparse.Namespace) -> int:
+    from .tensorrt import BuildOptions, build_engines
+
+    options = BuildOptions(
+        optimization_level=args.optimization_level,
+        workspace_gib=args.workspace,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        rebuild=args.rebuild,
+    )
+    records = build_engines(Path(args.directory), parse_enum(Precision, args.precision, "precision"), options, _say)
+    for rec in records:
+        print(f"{rec.component.value}/{rec.precision.value}: {rec.plan}")
+    print(f"PASSED build {args.directory} ({len(records)} engine(s))")
+    return 0
+
+
+# -- import-official -------------------------------------------------------------------------------------------
+def _import_official(args: argparse.Namespace) -> int:
+    from ..model.checkpoint import import_official, save_pretrained
+
+    model = import_official(args.single_stream, args.multi_stream, args.sd2, preset=args.preset, progress=_say)
+    save_pretrained(model, args.out)
+    print(f"PASSED import -> {args.out} ({'multi' if model.multi_stream else 'single'}-stream)")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(Path(args.directory), Path(args.json) if args.json else None, args.repeats, args.threads, _say)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="stablemtl-export",
+        description="Export a StableMTL checkpoint to verified ONNX artifacts and build TensorRT engines.",
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX artifact directory (the default command)", formatter_class=fmt)
+    p.add_argument("checkpoint", nargs="?", default="demo", help="checkpoint directory or a bundled model name")
+    p.add_argument("--out", required=True, help="artifact directory to write (replaced atomically)")
+    p.add_argument("--mode", default="multi", choices=[m.value for m in Mode],
+                   help="multi also exports the main stream (and serves single-stream)")
+    p.add_argument("--precision", default="fp32,fp16",
+                   help="comma-separated precisions; fp32 is always written (fp16 is derived from it)")
+    p.add_argument("--resolution", default=None,
+                   help="processing resolution HxW, multiples of 64 (default: the preset's)")
+    p.add_argument("--dynamic-hw", default=None,
+                   help="make height/width dynamic within MINHxMINW:MAXHxMAXW (default: static)")
+    p.add_argument("--max-batch", type=int, default=7, help="largest batch of the shape profile (7 = every task)")
+    p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
+                   help="torch.onnx exporter (dynamo needs opset >= 18)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17 torchscript, 18 dynamo)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("verify", help="re-check an artifact: sha256 + onnxruntime against its references",
+                       formatter_class=fmt)
+    p.add_argument("directory")
+    p.add_argument("--precision", default=None, help="comma-separated precisions (default: all in the manifest)")
+    p.add_argument("--verbose", action="store_true", help="print every comparison, not only failures")
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("build", aliases=["build-engine"], formatter_class=fmt,
+                       help="build TensorRT engines on this machine (needs TensorRT 10+ and an NVIDIA GPU)")
+    p.add_argument("directory")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
+                   help="which graphs to build (strongly typed: fp16 graphs, or int8 QDQ graphs)")
+    p.add_argument("--optimization-level", type=int, default=3, help="TensorRT builder optimisation level 0-5")
+    p.add_argument("--workspace", type=float, default=4.0, help="workspace memory pool limit in GiB")
+    p.add_argument("--timing-cache", default=None, help="timing cache file (default: DIR/engines/timing.cache)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild even when a matching engine is cached")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("import-official", formatter_class=fmt,
+                       help="convert the official release (.pth + multi-stream + SD2) into a checkpoint")
+    p.add_argument("--single-stream", required=True, help="single_stream_unet.pth")
+    p.add_argument("--multi-stream", default=None, help="multi-stream directory or multi_stream.tar.gz")
+    p.add_argument("--sd2", required=True, help="diffusers-format stable-diffusion-2 directory (vae, text encoder)")
+    p.add_argument("--preset", default="sd2", help="architecture preset of the checkpoint")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.set_defaults(func=_import_official)
+
+    p = sub.add_parser("bench", formatter_class=fmt,
+                       help="onnxruntime-CPU time over torch-eager time per component (Markdown + JSON)")
+    p.add_argument("directory", help="artifact directory (its checkpoint must be readable)")
+    p.add_argument("--json", default=None, help="write results here (default: DIR/bench.json is not written)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per component and engine")
+    p.add_argument("--threads", type=int, default=2, help="threads for both torch and onnxruntime")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "export")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StableMTLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""One comparator for every accuracy check: export parity, fp16 against fp32, the int8 gate.
+
+Results are keyed ``<component or e2e>/<what>/<output>`` (``unet/photo/latent``, ``e2e/multi/depth/image``);
+tolerances are looked up by the longest matching key prefix or by a task name anywhere in the key, so
+``depth:0.02`` sets the end-to-end tolerance of depth. Each result says whether it passed and the
+tolerance that would have been needed (Polygraphy's ``OutputCompareResult`` idea), and NaN/Inf fail first.
+numpy only: calibration and an on-target self-check use it without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import StableMTLError
+
+__all__ = ["Tolerance", "Comparison", "Comparator", "parse_tolerances", "to_jsonable"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Passes when ``max|actual - expected| <= atol + rtol * max|expected|``."""
+
+    atol: float
+    rtol: float = 0.0
+
+    def limit(self, expected_peak: float) -> float:
+        return self.atol + self.rtol * expected_peak
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one comparison; truthy when it passed."""
+
+    key: str
+    max_abs: float
+    mean_abs: float
+    expected_peak: float
+    tolerance: Tolerance
+    finite: bool = True
+
+    @property
+    def limit(self) -> float:
+        return self.tolerance.limit(self.expected_peak)
+
+    @property
+    def passed(self) -> bool:
+        return self.finite and self.max_abs <= self.limit
+
+    @property
+    def required_atol(self) -> float:
+        """The smallest absolute tolerance (at this rtol) that would have passed."""
+        return max(0.0, self.max_abs - self.tolerance.rtol * self.expected_peak)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.mean_abs,
+            "expected_peak": self.expected_peak,
+            "atol": self.tolerance.atol,
+            "rtol": self.tolerance.rtol,
+            "required_atol": self.required_atol,
+            "finite": self.finite,
+            "passed": self.passed,
+        }
+
+    def line(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        nan = "" if self.finite else " (NaN/Inf in output)"
+        return (
+            f"{verdict} {self.key}: max {self.max_abs:.3g} mean {self.mean_abs:.3g} "
+            f"(limit {self.limit:.3g}, needed atol {self.required_atol:.3g}){nan}"
+        )
+
+
+@dataclass
+class Comparator:
+    """Compares arrays under per-key tolerances and keeps every result.
+
+    Args:
+        tolerances: key prefix (``unet``, ``unet/photo/feat``) or task name (``depth``) -> tolerance.
+        default: used when no key matches.
+    """
+
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    default: Tolerance = Tolerance(1e-3)
+    results: list[Comparison] = field(default_factory=list)
+
+    def tolerance(self, key: str) -> Tolerance:
+        parts = key.split("/")
+        for n in range(len(parts), 0, -1):  # longest prefix first
+            prefix = "/".join(parts[:n])
+            if prefix in self.tolerances:
+                return self.tolerances[prefix]
+        for part in reversed(parts):  # then an output or task name in the key (``feat_03`` matches ``feat``)
+            for name in (part, part.rstrip("0123456789").rstrip("_")):
+                if name in self.tolerances:
+                    return self.tolerances[name]
+        return self.default
+
+    def compare(self, key: str, actual: np.ndarray, expected: np.ndarray) -> Comparison:
+        actual = np.asarray(actual, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        if actual.shape != expected.shape:
+            raise StableMTLError(f"{key}: output shape {actual.shape} differs from the reference {expected.shape}")
+        finite = bool(np.isfinite(actual).all())
+        diff = np.abs(actual - expected)
+        result = Comparison(
+            key=key,
+            max_abs=float(diff.max()) if finite and diff.size else (float("inf") if not finite else 0.0),
+            mean_abs=float(diff.mean()) if finite and diff.size else (float("inf") if not finite else 0.0),
+            expected_peak=float(np.abs(expected).max()) if expected.size else 0.0,
+            tolerance=self.tolerance(key),
+            finite=finite,
+        )
+        self.results.append(result)
+        return result
+
+    def failures(self) -> list[Comparison]:
+        return [r for r in self.results if not r.passed]
+
+    def summary(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """``{key without prefix: result dict}`` for the results under ``prefix``."""
+        return {r.key[len(prefix) :]: r.to_dict() for r in self.results if r.key.startswith(prefix)}
+
+    def check(self, what: str) -> None:
+        """Raise one line naming the worst failure (and how many failed) if anything failed."""
+        bad = self.failures()
+        if bad:
+            worst = max(bad, key=lambda r: r.max_abs - r.limit)
+            raise StableMTLError(
+                f"{what}: {len(bad)} of {len(self.results)} parity checks failed, worst {worst.line()}"
+            )
+
+
+def parse_tolerances(specs: Iterable[str], default: Tolerance) -> tuple[dict[str, Tolerance], Tolerance]:
+    """Parse ``[<key>:]<atol>`` strings (``depth:0.02``, ``0.01``); a bare number replaces the default."""
+    out: dict[str, Tolerance] = {}
+    for spec in specs:
+        key, _, value = spec.rpartition(":")
+        try:
+            atol = float(value)
+        except ValueError:
+            raise StableMTLError(f"tolerance `{spec}` is not `[<task or key>:]<atol>` (e.g. depth:0.02)") from None
+        if atol < 0:
+            raise StableMTLError(f"tolerance `{spec}` is negative")
+        if key:
+            out[key] = Tolerance(atol)
+        else:
+            default = Tolerance(atol)
+    return out, default
+
+
+def to_jsonable(results: Iterable[Comparison]) -> dict[str, dict[str, Any]]:
+    return {r.key: r.to_dict() for r in results}
