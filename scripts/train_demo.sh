@@ -15,20 +15,24 @@ TWO_PROCS="$PY -m torch.distributed.run --standalone --nproc_per_node 2 -m stabl
 stablemtl-train pool --output "$RUN/pool" --count indoor=1200,driving=1000,flying=600 --resolution 128x192
 
 # 1. The autoencoder (the small preset has no pretrained VAE): RGB frames and every task image, 64x64 crops.
+#    Two phases as run for the shipped weights: 500 steps, then 300 more on 2 processes from the first.
 stablemtl-train --stage vae --preset small --output "$RUN/runs/vae" --data pool="$RUN/pool" \
     --steps 500 --batch 4 --crop 64x64 --lr 5e-4 --warmup 50 --decay-horizon 500 --final-ratio 0.1 \
     --checkpoint-every 50 --val-per-source 4 --threads 1 --seed 0
+$TWO_PROCS --stage vae --init-from "$RUN/runs/vae/model" --output "$RUN/runs/vae2" --data pool="$RUN/pool" \
+    --steps 300 --batch 2 --crop 64x64 --lr 5e-4 --warmup 20 --decay-horizon 300 --final-ratio 0.3 \
+    --checkpoint-every 50 --val-per-source 3 --threads 1 --seed 10
 
 # 2. Stage 1, single-stream UNet (VAE frozen); 2 processes (gloo) x batch 4 = global batch 8.
-$TWO_PROCS --stage single --init-from "$RUN/runs/vae/model" --output "$RUN/runs/single" --data pool="$RUN/pool" \
-    --steps "${SINGLE_STEPS:-900}" --batch 4 --lr 1e-3 --warmup 100 --decay-horizon "${SINGLE_STEPS:-900}" \
-    --final-ratio 0.1 --checkpoint-every 100 --validate-every 300 --val-per-source 4 --threads 1 --seed 1
+$TWO_PROCS --stage single --init-from "$RUN/runs/vae2/model" --output "$RUN/runs/single" --data pool="$RUN/pool" \
+    --steps 550 --batch 4 --lr 1e-3 --warmup 50 --decay-horizon 550 --final-ratio 0.1 \
+    --checkpoint-every 50 --val-per-source 3 --threads 1 --seed 1
 
 # 3. Stage 2, multi-stream: frozen auxiliary copy of stage 1, main stream with zero-initialised task attention.
 $TWO_PROCS --stage multi --init-from "$RUN/runs/single/model" --output "$RUN/runs/multi" --data pool="$RUN/pool" \
-    --steps "${MULTI_STEPS:-400}" --batch 2 --lr 3e-4 --warmup 50 --decay-horizon "${MULTI_STEPS:-400}" \
-    --final-ratio 0.1 --checkpoint-every 50 --validate-every 200 --val-per-source 4 --threads 1 --seed 2
+    --steps 220 --batch 2 --lr 3e-4 --warmup 20 --decay-horizon 220 --final-ratio 0.1 \
+    --checkpoint-every 20 --val-per-source 3 --threads 1 --seed 2
 
 # 4. Ship it: fp16 storage, then the held-out report of exactly the shipped weights.
 stablemtl-train release --model "$RUN/runs/multi/model" --output "$DEST" --dtype fp16
-stablemtl-train evaluate --model "$DEST" --split test --per-domain 48 --output "$DEST/metrics.json" --threads 2
+stablemtl-train evaluate --model "$DEST" --split test --per-domain 32 --output "$DEST/metrics.json" --threads 2

@@ -32,6 +32,8 @@ class TaskBatch:
         frame2: uint8 ``[B, H, W, 3]``, or None for single-frame tasks.
         target: float ``[B, 3, H, W]``, the task images in [-1, 1].
         valid: bool ``[B, H, W]``.
+        others: float ``[M, 3, H, W]``: the images of every *other* task the samples label (for the ``vae``
+            stage, which learns every image type from every sample it loads), or None.
     """
 
     task: TaskSpec
@@ -39,6 +41,7 @@ class TaskBatch:
     frame2: torch.Tensor | None
     target: torch.Tensor
     valid: torch.Tensor
+    others: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.frame1.shape[0])
@@ -84,8 +87,14 @@ def prepare_sample(
     return sample
 
 
-def collate(samples: Sequence[Sample], task: str | TaskSpec) -> TaskBatch:
-    """Stack prepared samples of one task; the label becomes its codec image."""
+def collate(samples: Sequence[Sample], task: str | TaskSpec, other_labels: bool = False) -> TaskBatch:
+    """Stack prepared samples of one task; the label becomes its codec image.
+
+    Args:
+        samples: prepared samples, all labelling ``task``.
+        task: the micro-batch's task.
+        other_labels: also encode every other label of the samples into :attr:`TaskBatch.others`.
+    """
     spec = get_task(task)
     if not samples:
         raise StableMTLError("cannot collate an empty micro-batch")
@@ -96,7 +105,13 @@ def collate(samples: Sequence[Sample], task: str | TaskSpec) -> TaskBatch:
         if missing:
             raise StableMTLError(f"`{spec.key}` needs a second frame, `{missing[0]}` has none")
         frame2 = torch.from_numpy(np.stack([s.frame2 for s in samples]))
+    others = None
+    if other_labels:
+        extra = [s.encode(k)[0] for s in samples for k in s.labels if k != spec.key]
+        if extra:
+            others = torch.from_numpy(np.stack(extra)).permute(0, 3, 1, 2).contiguous().float()
     return TaskBatch(
+        others=others,
         task=spec,
         frame1=torch.from_numpy(np.stack([s.frame1 for s in samples])),
         frame2=frame2,

@@ -1,7 +1,10 @@
 """The three training stages: what is trained, what is frozen, and the loss of one micro-batch.
 
 - ``vae`` (small presets only, which have no pretrained VAE): the ``AutoencoderKL`` learns to reconstruct
-  RGB frames *and* the encoded task images, so every task image has a latent. Loss: L1 + MSE in pixels
+  RGB frames *and* the encoded task images, so every task image has a latent. Task isolation is a UNet
+  matter: the VAE sees the images of every task each loaded sample labels (normal and semantic maps are
+  colourful where RGB, depth and shading are mostly grey; seeing them only one step in seven left an
+  early VAE unable to reproduce their chroma). Loss: L1 + MSE in pixels
   plus a small KL term that keeps the posterior mean (the latent we use) bounded.
 - ``single`` (stage 1): the task UNet regresses the target latent from the frame latents; the VAE is frozen.
 - ``multi`` (stage 2): a frozen copy of the stage-1 UNet (the auxiliary stream) provides the features of
@@ -111,7 +114,8 @@ class VAEProgram(StageProgram):
 
     def loss(self, module: nn.Module, batch: TaskBatch) -> torch.Tensor:
         device = self.model.device
-        images = torch.cat([frames_to_tensor(batch.frame1), batch.target]).to(device)
+        parts = [frames_to_tensor(batch.frame1), batch.target] + ([batch.others] if batch.others is not None else [])
+        images = torch.cat(parts).to(device)
         recon, mean, logvar = module(images)
         recon = recon.float()
         pixel = (recon - images).abs().mean() + ((recon - images) ** 2).mean()

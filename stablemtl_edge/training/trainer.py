@@ -309,7 +309,7 @@ class Trainer:
         for mb in self.sampler.next_window():
             samples = [prepare_sample(s, mb.task, self.resolution, self.crop, self.augmentation, seed)
                        for s, seed in zip(mb.load(), mb.seeds)]
-            yield collate(samples, mb.task)
+            yield collate(samples, mb.task, other_labels=self.config.stage is Stage.VAE)
 
     def run(self, resume: bool = False) -> Path:
         """Train to ``config.steps`` and write ``<output>/model``; returns its path.
