@@ -401,7 +401,11 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
     fp32 = runs[0]
     int8 = next((r for r in runs if r.label == "int8"), None)
     if int8 is not None:
-        ratio = {m: int8.ms_per_frame[m] / fp32.ms_per_frame[m] for m in fp32.ms_per_frame if fp32.ms_per_frame[m] > 0}
+        ratio = {
+            m: {"total": int8.ms_per_frame[m] / fp32.ms_per_frame[m],
+                "unet": int8.unet_ms_per_frame[m] / fp32.unet_ms_per_frame[m]}
+            for m in fp32.ms_per_frame if fp32.ms_per_frame[m] > 0 and fp32.unet_ms_per_frame[m] > 0
+        }
     return {
         "artifact": str(directory),
         "verdict": verdict,

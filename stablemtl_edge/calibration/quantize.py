@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import inspect
 import logging
 import os
 import tempfile
@@ -243,6 +244,7 @@ def quantize_component(
     """
     source, destination, cache = Path(source), Path(destination), Path(cache)
     component = component or source.stem
+    _check_onnxruntime()
     if feeds is None and not cache.is_file():
         raise StableMTLError(f"`{component}`: no cached calibration ranges at `{cache}` and no calibration feeds")
     big = source.stat().st_size > _PROTOBUF_LIMIT or any(
@@ -316,6 +318,17 @@ def quantize_component(
         external_data=data,
         rules=exclusions.rules,
     )
+
+
+def _check_onnxruntime() -> None:
+    """The range cache is onnxruntime's own (``calibration_cache_path``, 1.32+): refuse older versions clearly."""
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        import onnxruntime
+
+        raise StableMTLError(
+            f"onnxruntime {onnxruntime.__version__} is too old for int8 calibration (its quantizer has no "
+            "calibration cache): `pip install \"onnxruntime>=1.32\"`"
+        )
 
 
 def _stride(feeds: CalibrationDataReader | None, largest: int = 4) -> int | None:
