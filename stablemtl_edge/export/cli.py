@@ -22,7 +22,9 @@ from pathlib import Path
 from ..errors import StableMTLError
 from ..manifest import Mode, Precision, ShapeProfile, parse_enum
 
-__all__ = ["main", "build_parser", "parse_resolution", "parse_dynamic_hw", "parse_precisions"]
+__all__ = [
+    "main", "build_parser", "parse_resolution", "parse_dynamic_hw", "parse_precisions", "parse_tolerance_overrides"
+]
 
 COMMANDS = ("export", "verify", "build", "build-engine", "import-official", "bench")
 
@@ -52,6 +54,25 @@ def parse_dynamic_hw(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
     if c < a or d < b:
         raise StableMTLError(f"--dynamic-hw `{text}`: the maximum is smaller than the minimum")
     return (a, b), (c, d)
+
+
+def parse_tolerance_overrides(specs: Sequence[str]) -> dict[str, float]:
+    """``TASK:ATOL`` or ``COMPONENT:ATOL`` pairs; an unknown name is refused with the valid ones."""
+    from ..manifest import Component
+    from ..tasks import get_task
+
+    out = {}
+    for spec in specs:
+        name, sep, value = spec.partition(":")
+        if not sep:
+            raise StableMTLError(f"--tolerance `{spec}` is not NAME:ATOL (e.g. depth:0.02)")
+        if name not in {c.value for c in Component}:
+            name = get_task(name).key  # raises with the seven task names
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise StableMTLError(f"--tolerance `{spec}`: `{value}` is not a number") from None
+    return out
 
 
 def parse_precisions(text: str) -> tuple[Precision, ...]:
@@ -128,10 +149,12 @@ def _parity_table(manifest) -> str:  # noqa: ANN001
 def _verify(args: argparse.Namespace) -> int:
     from .verify import verify_artifact
 
+    overrides = parse_tolerance_overrides(args.tolerance)
     bar, step = _progress_bar("verify")
     try:
         results = verify_artifact(
-            args.directory, parse_precisions(args.precision) if args.precision else None, progress=step
+            args.directory, parse_precisions(args.precision) if args.precision else None, progress=step,
+            overrides=overrides,
         )
     finally:
         bar.close()
@@ -170,7 +193,7 @@ def _build(args: argparse.Namespace) -> int:
 def _import_official(args: argparse.Namespace) -> int:
     from ..model.checkpoint import import_official, save_pretrained
 
-    model = import_official(args.single_stream, args.multi_stream, args.sd2, preset=args.preset, progress=_say)
+    model = import_official(args.single_stream, args.sd2, args.multi_stream, preset=args.preset, progress=_say)
     save_pretrained(model, args.out)
     print(f"PASSED import -> {args.out} ({'multi' if model.multi_stream else 'single'}-stream)")
     return 0
@@ -214,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("--precision", default=None, help="comma-separated precisions (default: all in the manifest)")
     p.add_argument("--verbose", action="store_true", help="print every comparison, not only failures")
+    p.add_argument("--tolerance", action="append", default=[], metavar="NAME:ATOL",
+                   help="override the absolute tolerance of a task (end to end) or a component, e.g. depth:0.02")
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("build", aliases=["build-engine"], formatter_class=fmt,

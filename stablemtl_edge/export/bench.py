@@ -1,0 +1,101 @@
+"""Benchmark: onnxruntime-CPU time over torch-eager time per component, on the same inputs.
+
+``stablemtl-export bench DIR`` (or ``python -m stablemtl_edge.export.bench DIR``) times each fp32 graph of
+an artifact in onnxruntime and the torch wrapper it was exported from (the checkpoint recorded in the
+manifest), on the artifact's reference inputs, with the same thread count, and prints a Markdown table
+(ratio = onnxruntime / torch; the goal is <= 0.7) and optionally writes JSON. Timing is a command, never
+a test assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import StableMTLError
+from ..manifest import Manifest, Precision
+
+__all__ = ["GOAL", "run_bench", "main"]
+
+GOAL = 0.7
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up: allocations, lazy initialisation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_bench(
+    directory: Path, json_path: Path | None = None, repeats: int = 5, threads: int = 2,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Time every fp32 component; print the table; return (and optionally write) the rows."""
+    import torch
+
+    from ..config import ModelPreset
+    from ..model.checkpoint import load_pretrained
+    from .components import component_specs
+    from .verify import OrtComponents, load_reference, torch_runner
+
+    manifest = Manifest.load(directory)
+    checkpoint = manifest.source.get("checkpoint")
+    if not checkpoint:
+        raise StableMTLError(f"`{directory}` does not record its checkpoint; re-export it with this version")
+    torch.set_num_threads(threads)
+    model = load_pretrained(checkpoint)
+    specs = component_specs(ModelPreset.from_dict(manifest.preset), manifest.mode, manifest.profile)
+    reference = torch_runner(model, specs)
+    ort_run = OrtComponents(directory, manifest.components[Precision.FP32], threads=threads)
+    rows = []
+    for component in specs:
+        feeds, _ = load_reference(directory / manifest.references[component.value])
+        say(f"timing {component.value} (batch {next(iter(feeds.values())).shape[0]})")
+        t_torch = _time(lambda: reference(component, feeds), repeats)
+        t_ort = _time(lambda: ort_run(component, feeds), repeats)
+        rows.append({
+            "component": component.value,
+            "batch": int(next(iter(feeds.values())).shape[0]),
+            "torch_ms": t_torch * 1e3,
+            "onnxruntime_ms": t_ort * 1e3,
+            "ratio": t_ort / t_torch,
+            "meets_goal": t_ort / t_torch <= GOAL,
+        })
+    print(f"| component | batch | torch eager ms | onnxruntime CPU ms | ratio (goal <= {GOAL}) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        mark = "" if r["meets_goal"] else " (above goal)"
+        print(f"| {r['component']} | {r['batch']} | {r['torch_ms']:.1f} | {r['onnxruntime_ms']:.1f} | {r['ratio']:.2f}{mark} |")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"threads": threads, "repeats": repeats, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    try:
+        run_bench(Path(args.directory), Path(args.json) if args.json else None, args.repeats, args.threads,
+                  lambda m: print(m, file=sys.stderr))
+    except StableMTLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The exported artifact: layout, manifest, parity records, references, reuse, third-party loading."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from stablemtl_edge import StableMTLError
+from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
+from stablemtl_edge.export.verify import OrtComponents, load_reference, run_pipeline, verify_artifact
+from stablemtl_edge.manifest import Component, Manifest, Mode, Precision, file_sha256
+from stablemtl_edge.tasks import TASK_NAMES
+
+POLYGRAPHY = Path(sys.executable).with_name("polygraphy")
+
+
+def test_manifest_describes_every_component_and_file(tiny_artifacts):
+    m = Manifest.load(tiny_artifacts)
+    assert m.mode is Mode.MULTI and m.precisions() == (Precision.FP32, Precision.FP16)
+    assert (m.profile.height, m.profile.width) == (64, 128)
+    assert len(m.features) == 16
+    m.verify_files(tiny_artifacts)
+    on_disk = {p.relative_to(tiny_artifacts).as_posix() for p in tiny_artifacts.rglob("*") if p.is_file()}
+    assert set(m.files) == on_disk - {"manifest.json"}
+    for rel, digest in m.files.items():
+        assert file_sha256(tiny_artifacts / rel) == digest
+    for precision in m.precisions():
+        for component in Component:
+            e = m.entry(precision, component)
+            assert e.file == f"{precision.value}/{component.value}.onnx"
+            assert e.opset == 17 and e.exporter == "torchscript" and e.external_data is None
+            assert e.parity["photo/latent" if component is not Component.DECODER else "photo/image"]["passed"]
+    unet = m.entry("fp32", "unet")
+    assert [t.name for t in unet.outputs] == ["latent"] + [f"feat_{i:02d}" for i in range(16)]
+    assert unet.inputs[1].dtype == "int64" and unet.inputs[0].shape == ("batch", 12, 8, 16)
+    assert m.entry("fp32", "encoder").inputs[0].dtype == "uint8"
+    assert set(m.tolerance) == set(TASK_NAMES)
+
+
+def test_graph_io_types_follow_the_contract(tiny_artifacts):
+    for precision in ("fp32", "fp16"):
+        g = onnx.load(str(tiny_artifacts / precision / "encoder.onnx"))
+        assert g.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert g.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        main = onnx.load(str(tiny_artifacts / precision / "unet_main.onnx"))
+        assert [i.name for i in main.graph.input][:3] == ["sample", "task_id", "aux_feat_00"]
+        assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in main.graph.output)
+    half = onnx.load(str(tiny_artifacts / "fp16" / "unet.onnx"))
+    types = {t.data_type for t in half.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types  # fp16 inside
+    assert {n.op_type for n in half.graph.node} >= {"Cast"}
+
+
+def test_parity_is_recorded_per_task_and_precision(tiny_artifacts):
+    m = Manifest.load(tiny_artifacts)
+    for precision in ("fp32", "fp16"):
+        for mode in ("single", "multi"):
+            for task in TASK_NAMES:
+                rec = m.parity[precision][mode][task]
+                assert rec["latent"]["passed"] and rec["image"]["passed"]
+                assert rec["image"]["max_abs"] <= m.tolerance[task]
+    assert m.parity["fp32"]["multi"]["depth"]["latent"]["max_abs"] < 1e-3
+    assert m.parity["fp16"]["multi"]["depth"]["image"]["max_abs"] > m.parity["fp32"]["multi"]["depth"]["image"]["max_abs"]
+
+
+def test_references_reproduce_with_onnxruntime_and_multi_differs_from_single(tiny_artifacts):
+    m = Manifest.load(tiny_artifacts)
+    inputs, outputs = load_reference(tiny_artifacts / m.references["end_to_end"])
+    run = OrtComponents(tiny_artifacts, m.components[Precision.FP32])
+    for mode in (Mode.SINGLE, Mode.MULTI):
+        latents, images = run_pipeline(run, inputs["frame1"], inputs["frame2"], list(range(7)), mode)
+        np.testing.assert_allclose(latents, outputs[f"{mode.value}.latent"], atol=1e-4)
+        np.testing.assert_allclose(images, outputs[f"{mode.value}.image"], atol=1e-3)
+    # the fixture's task attention is active: the main stream changes the prediction
+    assert np.abs(outputs["multi.latent"] - outputs["single.latent"]).max() > 1e-3
+
+
+def test_verify_artifact_passes_without_torch_model(tiny_artifacts):
+    results = verify_artifact(tiny_artifacts)
+    assert set(results) == {Precision.FP32, Precision.FP16}
+    for comparator in results.values():
+        assert comparator.results and not comparator.failures()
+        keys = {r.key for r in comparator.results}
+        assert "e2e/multi/optical_flow/image" in keys and "unet_main/photo/latent" in keys
+
+
+def test_reexport_with_same_inputs_reuses_everything(tiny_artifacts, tiny_checkpoint):
+    before = {p: p.stat().st_mtime_ns for p in tiny_artifacts.rglob("*") if p.is_file()}
+    result = export_artifacts(ExportRequest(str(tiny_checkpoint), tiny_artifacts, Mode.MULTI))
+    assert result.up_to_date and not result.exported
+    assert {p: p.stat().st_mtime_ns for p in tiny_artifacts.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("component", ["encoder", "unet", "unet_main", "decoder"])
+def test_polygraphy_runs_each_graph(tiny_artifacts, precision, component):
+    path = tiny_artifacts / precision / f"{component}.onnx"
+    env = {**os.environ, "POLYGRAPHY_AUTOINSTALL_DEPS": "0"}
+    proc = subprocess.run(
+        [str(POLYGRAPHY), "run", str(path), "--onnxrt", "--input-shapes"]
+        + _static_shapes(Manifest.load(tiny_artifacts), precision, component),
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "PASSED" in proc.stdout + proc.stderr
+
+
+def _static_shapes(m: Manifest, precision: str, component: str) -> list[str]:
+    """``name:[dims]`` with batch 2, for the symbolic dimensions polygraphy cannot guess."""
+    shapes = []
+    for t in m.entry(precision, component).inputs:
+        dims = [2 if d == "batch" else d for d in t.shape]
+        shapes.append(f"{t.name}:[{','.join(str(d) for d in dims)}]")
+    return shapes
+
+
+def test_partial_change_reexports_only_what_changed(tiny_artifacts, tiny_checkpoint, tmp_path):
+    """Asking for fp32 only from an fp32+fp16 artifact reuses the fp32 graphs (hard links, same bytes)."""
+    out = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, out)
+    old = Manifest.load(out)
+    result = export_artifacts(ExportRequest(str(tiny_checkpoint), out, Mode.MULTI, (Precision.FP32,)))
+    assert not result.exported and sorted(result.reused) == sorted(f"fp32/{c.value}" for c in Component)
+    new = Manifest.load(out)
+    assert new.precisions() == (Precision.FP32,)
+    assert new.entry("fp32", "unet").sha256 == old.entry("fp32", "unet").sha256
+    assert not (out / "fp16").exists()
+
+
+def test_export_refuses_multi_mode_for_a_single_stream_checkpoint(tmp_path):
+    from stablemtl_edge.model.stablemtl import StableMTL
+
+    ckpt = tmp_path / "single"
+    StableMTL.from_preset("tiny", multi_stream=False, seed=0).save_pretrained(str(ckpt))
+    with pytest.raises(StableMTLError, match="single-stream: export it with `--mode single`"):
+        export_artifacts(ExportRequest(str(ckpt), tmp_path / "out", Mode.MULTI))
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
