@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-from ..eval import EvalResult, delta_m, evaluate, fit_trivial_baseline
+from ..eval import DEPTH_RANGES, EvalResult, TaskResult, delta_m, evaluate, fit_trivial_baseline, make_accumulator
 from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.stablemtl import StableMTL
 from ..sample import Sample
+from ..tasks import get_task
 from .data.procedural import DOMAIN_TASKS, Domain, procedural_split
 from .validate import evaluate_model
 
-__all__ = ["HeldoutReport", "heldout_samples", "heldout_report", "release_model"]
+__all__ = ["HeldoutReport", "heldout_samples", "latent_ceiling", "heldout_report", "release_model"]
 
 
 def heldout_samples(split: str, per_domain: int, size: tuple[int, int]) -> list[Sample]:
@@ -34,14 +35,36 @@ def heldout_samples(split: str, per_domain: int, size: tuple[int, int]) -> list[
     return out
 
 
+@torch.no_grad()
+def latent_ceiling(model: StableMTL, samples: list[Sample]) -> EvalResult:
+    """Metrics of the ground truth after a round trip through the VAE (encode, decode, task codec).
+
+    No UNet can do better than its VAE lets it: this is the ceiling of the latent space, and for a small
+    VAE trained from scratch it says how much of a task's error is the autoencoder's.
+    """
+    accs = {}
+    for s in samples:
+        for key, label in s.labels.items():
+            image, _ = s.encode(key)
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].to(model.device)
+            rec = model.decode(model.vae.encode(x))[0].permute(1, 2, 0).cpu().numpy()
+            if key not in accs:
+                accs[key] = make_accumulator(key, DEPTH_RANGES.get(s.domain))
+            accs[key].update(get_task(key).codec.decode(rec), label.value, label.valid)
+    order = sorted(accs, key=lambda k: get_task(k).index)
+    return EvalResult(benchmark="VAE round trip of the ground truth",
+                      tasks={k: TaskResult(task=k, frames=accs[k].frames, metrics=accs[k].result()) for k in order})
+
+
 @dataclass
 class HeldoutReport:
-    """Model results per mode, the trivial baseline and the derived gains."""
+    """Model results per mode, the trivial baseline, the VAE ceiling and the derived gains."""
 
     split: str
     frames: int
     results: dict[str, EvalResult]
     baseline: EvalResult
+    ceiling: EvalResult | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def delta_m(self) -> dict[str, float]:
@@ -54,9 +77,11 @@ class HeldoutReport:
     @property
     def markdown(self) -> str:
         modes = list(self.results)
-        head = "| task | metric | baseline | " + " | ".join(modes) + (" | multi vs single |" if len(modes) == 2 else " |")
+        ceiling = self.ceiling is not None
+        head = ("| task | metric | baseline | " + " | ".join(modes) + (" | multi vs single" if len(modes) == 2 else "")
+                + (" | VAE ceiling" if ceiling else "") + " |")
         lines = [f"Held-out procedural `{self.split}` split, {self.frames} frames", "", head,
-                 "|" + "---|" * (3 + len(modes) + (1 if len(modes) == 2 else 0))]
+                 "|" + "---|" * (3 + len(modes) + (1 if len(modes) == 2 else 0) + int(ceiling))]
         for task, base in self.baseline.tasks.items():
             row = [task, base.main_metric + (" (higher better)" if _higher(base) else " (lower better)"),
                    f"{base.main_value:.4f}"]
@@ -66,6 +91,8 @@ class HeldoutReport:
                 rel = (values[1] - values[0]) / abs(values[0]) * 100 if values[0] else math.nan
                 rel = rel if _higher(base) else -rel
                 row.append(f"{rel:+.1f}%")
+            if ceiling:
+                row.append(f"{self.ceiling[task].main_value:.4f}" if task in self.ceiling.tasks else "-")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
         lines += [f"delta_m {k.replace('_', ' ')}: {v:+.1f}%" for k, v in self.delta_m().items()]
@@ -78,9 +105,12 @@ class HeldoutReport:
             "info": self.info,
             "results": {m: r.to_dict() for m, r in self.results.items()},
             "baseline": self.baseline.to_dict(),
+            "vae_ceiling": self.ceiling.to_dict() if self.ceiling is not None else None,
             "main_metrics": {
                 task: {"metric": base.main_metric, "baseline": base.main_value,
-                       **{m: self.results[m][task].main_value for m in self.results}}
+                       **{m: self.results[m][task].main_value for m in self.results},
+                       **({"vae_ceiling": self.ceiling[task].main_value}
+                          if self.ceiling is not None and task in self.ceiling.tasks else {})}
                 for task, base in self.baseline.tasks.items()
             },
             "delta_m": self.delta_m(),
@@ -107,7 +137,8 @@ def heldout_report(model: str | Path | StableMTL = "demo", split: str = "test", 
                         progress=False)
     info = {"model": source, "preset": model.preset.name, "resolution": list(model.preset.resolution),
             "per_domain": per_domain, "baseline": "best constants fitted on the held-out labels"}
-    return HeldoutReport(split=split, frames=len(samples), results=results, baseline=baseline, info=info)
+    return HeldoutReport(split=split, frames=len(samples), results=results, baseline=baseline,
+                         ceiling=latent_ceiling(model, samples), info=info)
 
 
 def release_model(model_dir: str | Path, output: str | Path, dtype: str = "fp16") -> Path:
