@@ -38,6 +38,8 @@ __all__ = [
     "write_record",
     "read_record",
     "validate",
+    "check_entry",
+    "cached_entries",
     "rebuild_command",
 ]
 
@@ -202,7 +204,17 @@ def read_record(directory: Path) -> EngineRecord:
 
 def validate(artifact_dir: str | Path, key: EngineKey, component: Component) -> CacheCheck:
     """Check the cache entry of ``key``: present, record equal to the key in every field, plan intact."""
-    directory = engine_dir(artifact_dir, key)
+    return check_entry(engine_dir(artifact_dir, key), key, component)
+
+
+def cached_entries(artifact_dir: str | Path) -> list[Path]:
+    """Every ``engines/<key>/`` directory that holds a record (whatever it was built for)."""
+    root = Path(artifact_dir) / ENGINES_DIR
+    return sorted(p.parent for p in root.glob(f"*/{RECORD_FILE}")) if root.is_dir() else []
+
+
+def check_entry(directory: Path, key: EngineKey, component: Component) -> CacheCheck:
+    """Check one cache directory against ``key``; the reason names every field that differs."""
     if not (directory / RECORD_FILE).is_file():
         return CacheCheck(CacheStatus.MISSING, directory, f"no engine cached for key {key.digest()[:12]}")
     try:

@@ -16,6 +16,8 @@ from stablemtl_edge.runtime.cli_doctor import (
     probe_model,
     provider_checks,
 )
+from stablemtl_edge.manifest import Component, Manifest, Precision, file_sha256
+from stablemtl_edge.runtime.engine_cache import EngineKey, EngineRecord, EngineTarget, engine_dir, write_record
 from tests.runtime.artifact_zoo import BROKEN, ToyModel, copy_artifact
 
 
@@ -67,8 +69,11 @@ def test_cached_engine_without_tensorrt_is_reported(artifacts, tmp_path):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed: the engine would be checked for real")
     art = copy_artifact(artifacts, tmp_path / "with_engine")
-    rec = art / "engines" / "k1" / "engine.json"
-    rec.parent.mkdir(parents=True)
-    rec.write_text(json.dumps({"component": "unet", "precision": "fp32"}))
+    m = Manifest.load(art)
+    key = EngineKey(m.entry("fp32", "unet").sha256, Precision.FP32, m.profile, EngineTarget("10.3.0", "Orin", "8.7"))
+    engine = engine_dir(art, key)
+    engine.mkdir(parents=True)
+    (engine / "engine.plan").write_bytes(b"plan")
+    write_record(engine, EngineRecord.for_key(key, Component.UNET, file_sha256(engine / "engine.plan"), {}))
     check = {c.name: c for c in artifact_checks(art, run=False)}["tensorrt engines"]
     assert check.status is Status.WARN and "TensorRT is not installed" in check.detail

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stablemtl_edge.errors import MissingDependencyError, StableMTLError
-from stablemtl_edge.manifest import Component, Manifest, Mode, Precision, file_sha256
+from stablemtl_edge.manifest import Component, Manifest, Mode, Precision, ShapeProfile, file_sha256
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.runtime.backends import OnnxRuntimeRunner
-from stablemtl_edge.runtime.backends.tensorrt import EngineEnvironment, TensorRTRunner, load_engine_for
+from stablemtl_edge.runtime.backends.tensorrt import TensorRTRunner, load_engine_for, probe_target
+from stablemtl_edge.runtime.engine_cache import EngineKey, EngineRecord, EngineTarget, engine_dir, write_record
 from tests.runtime.artifact_zoo import BROKEN, HEIGHT, WIDTH, ToyModel
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -134,20 +136,22 @@ def test_missing_directory(tmp_path):
 
 
 # -- TensorRT engine cache -----------------------------------------------------------------------------------
-ENV = EngineEnvironment("10.3.0", "Orin", "8.7")
+ENV = EngineTarget("10.3.0", "Orin", "8.7")
 
 
-def write_engine(artifact, key: str, component=Component.UNET, **over) -> None:
+def write_engine(artifact, component=Component.UNET, target=ENV, onnx_sha256=None, profile=None,
+                 corrupt_plan=False) -> Path:
+    """An engine cache entry written exactly as the builder writes it (key digest, record, plan)."""
     m = Manifest.load(artifact)
     entry = m.entry(Precision.FP32, component)
-    d = artifact / "engines" / key
+    key = EngineKey(onnx_sha256 or entry.sha256, Precision.FP32, profile or m.profile, target)
+    d = engine_dir(artifact, key)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "engine.plan").write_bytes(b"plan bytes " + key.encode())
-    record = {"key": key, "component": component.value, "precision": "fp32", "onnx_sha256": entry.sha256,
-              "profile": m.profile.to_dict(), "tensorrt_version": ENV.tensorrt_version, "gpu_name": ENV.gpu_name,
-              "compute_capability": ENV.compute_capability, "plan_sha256": file_sha256(d / "engine.plan")}
-    record.update(over)
-    (d / "engine.json").write_text(json.dumps(record))
+    (d / "engine.plan").write_bytes(b"plan bytes " + key.digest().encode())
+    write_record(d, EngineRecord.for_key(key, component, file_sha256(d / "engine.plan"), {}))
+    if corrupt_plan:
+        (d / "engine.plan").write_bytes(b"changed")
+    return d
 
 
 @pytest.fixture
@@ -156,31 +160,40 @@ def cache_dir(tmp_path, artifact):
 
 
 def test_no_engine_says_how_to_build_one(cache_dir):
-    with pytest.raises(StableMTLError, match=r"no TensorRT engine for unet/fp32 under .*stablemtl-export build-engine"):
+    with pytest.raises(StableMTLError, match=r"no TensorRT engine for unet/fp32 under .*stablemtl-export build"):
         load_engine_for(cache_dir, "unet", "fp32", ENV)
 
 
 def test_matching_engine_is_found(cache_dir):
-    write_engine(cache_dir, "k1", tensorrt_version="9.0")
-    write_engine(cache_dir, "k2")
-    write_engine(cache_dir, "k3", component=Component.DECODER)
+    write_engine(cache_dir, target=EngineTarget("9.0", "Orin", "8.7"))
+    good = write_engine(cache_dir)
+    write_engine(cache_dir, component=Component.DECODER)
     got = load_engine_for(cache_dir, Component.UNET, Precision.FP32, ENV)
-    assert got.plan == cache_dir / "engines" / "k2" / "engine.plan" and got.record["key"] == "k2"
+    assert got.plan == good / "engine.plan" and got.record.key == good.name
+
+
+def test_dynamic_profile_engine_is_found(tmp_path, artifact):
+    d = shutil.copytree(artifact, tmp_path / "dyn")
+    m = Manifest.load(d)
+    m.profile = dataclasses.replace(m.profile, min_hw=(64, 64), max_hw=(256, 256))  # tuples in memory, lists on disk
+    m.save(d)
+    good = write_engine(d)
+    assert load_engine_for(d, "unet", "fp32", ENV).plan == good / "engine.plan"
 
 
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"tensorrt_version": "10.7.0"}, r"built for TensorRT 10.7.0 on Orin \(sm 8.7\), this is TensorRT 10.3.0"),
-        ({"gpu_name": "RTX 4090", "compute_capability": "8.9"}, r"built for TensorRT 10.3.0 on RTX 4090 \(sm 8.9\)"),
-        ({"onnx_sha256": "0" * 64}, r"was built from another ONNX file"),
-        ({"profile": {"height": 1}}, r"was built for another shape profile"),
-        ({"plan_sha256": "f" * 64}, r"engine.plan` is corrupt"),
+        ({"target": EngineTarget("10.7.0", "Orin", "8.7")}, r"built for TensorRT 10.7.0 on Orin \(sm 8.7\), this is TensorRT 10.3.0"),
+        ({"target": EngineTarget("10.3.0", "RTX 4090", "8.9")}, r"built for TensorRT 10.3.0 on RTX 4090 \(sm 8.9\)"),
+        ({"onnx_sha256": "0" * 64}, r"differs in key, onnx_sha256"),
+        ({"profile": ShapeProfile(height=64, width=64)}, r"differs in key, profile"),
+        ({"corrupt_plan": True}, r"engine.plan` changed since it was built"),
     ],
 )
 def test_foreign_or_stale_engines_are_refused(cache_dir, over, message):
-    write_engine(cache_dir, "stale", **over)
-    with pytest.raises(StableMTLError, match=message + r".*; rebuild it with `stablemtl-export build-engine"):
+    write_engine(cache_dir, **over)
+    with pytest.raises(StableMTLError, match=message + r".*; rebuild it with `stablemtl-export build"):
         load_engine_for(cache_dir, "unet", "fp32", ENV)
 
 
@@ -224,14 +237,11 @@ def test_tensorrt_runner_matches_numpy(tmp_path, toy, artifact, cuda_graphs):  #
     profile.set_shape("latent", (1, *lat), (1, *lat), (7, *lat))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
-    env = EngineEnvironment.probe()
-    key = d / "engines" / "test"
-    key.mkdir(parents=True)
-    (key / "engine.plan").write_bytes(bytes(plan))
-    (key / "engine.json").write_text(json.dumps({
-        "key": "test", "component": "decoder", "precision": "fp32", "onnx_sha256": entry.sha256,
-        "profile": m.profile.to_dict(), "tensorrt_version": env.tensorrt_version, "gpu_name": env.gpu_name,
-        "compute_capability": env.compute_capability}))
+    key = EngineKey(entry.sha256, Precision.FP32, m.profile, probe_target())
+    engine = engine_dir(d, key)
+    engine.mkdir(parents=True)
+    (engine / "engine.plan").write_bytes(bytes(plan))
+    write_record(engine, EngineRecord.for_key(key, Component.DECODER, file_sha256(engine / "engine.plan"), {}))
     with TensorRTRunner(d, entry, cuda_graphs=cuda_graphs) as r:
         for b in (2, 3, 2):
             out = r.infer({"latent": latent(b)})["image"]

@@ -1,11 +1,7 @@
 """Native TensorRT runner (TensorRT 10 / 11 Python API) and the engine-cache lookup.
 
 Engines live in ``DIR/engines/<key>/{engine.plan,engine.json}``; the export step builds them on the
-target and writes ``engine.json``::
-
-    {"key": "...", "component": "unet", "precision": "fp16", "onnx_sha256": "<sha256 of the ONNX>",
-     "profile": {<ShapeProfile.to_dict()>}, "tensorrt_version": "10.3.0", "gpu_name": "Orin",
-     "compute_capability": "8.7", "plan_sha256": "<sha256 of engine.plan>"}
+target. The key and the record are defined once, in :mod:`..engine_cache`, shared with the builder.
 
 :func:`load_engine_for` is the single place that decides whether a cached engine may run here: same ONNX
 (sha256), precision, shape profile, TensorRT version, GPU and compute capability, intact plan. Anything
@@ -19,7 +15,6 @@ optionally replayed from a CUDA graph captured per input-shape set.
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,23 +24,30 @@ from typing import Any
 import numpy as np
 
 from ...errors import MissingDependencyError, StableMTLError
-from ...manifest import Component, ComponentEntry, Manifest, Precision, file_sha256, parse_enum
+from ...manifest import Component, ComponentEntry, Manifest, Precision, parse_enum
+from ..engine_cache import (
+    ENGINES_DIR,
+    RECORD_FILE,
+    EngineKey,
+    EngineRecord,
+    EngineTarget,
+    cached_entries,
+    check_entry,
+    read_record,
+    rebuild_command,
+    validate,
+)
 from . import cuda
 from .base import BaseRunner
 
 __all__ = [
-    "EngineEnvironment",
+    "probe_target",
     "CachedEngine",
     "load_engine_for",
     "find_engines",
     "engines_available",
     "TensorRTRunner",
 ]
-
-ENGINES_DIR = "engines"
-ENGINE_FILE = "engine.plan"
-RECORD_FILE = "engine.json"
-
 
 def _trt() -> ModuleType:
     try:
@@ -67,45 +69,32 @@ def _numpy_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
 
 
 @dataclass(frozen=True)
-class EngineEnvironment:
-    """What an engine is tied to besides its ONNX: the TensorRT build and the GPU."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-
-    @classmethod
-    def probe(cls, device: int = 0) -> EngineEnvironment:
-        """This machine's TensorRT version and GPU (needs tensorrt and cuda-python)."""
-        trt = _trt()
-        name, cc = cuda.device_info(device)
-        return cls(str(trt.__version__), name, cc)
-
-    def describe(self) -> str:
-        return f"TensorRT {self.tensorrt_version} on {self.gpu_name} (sm {self.compute_capability})"
-
-
-@dataclass(frozen=True)
 class CachedEngine:
     """A verified engine: the plan file and its record."""
 
     plan: Path
-    record: dict[str, Any]
+    record: EngineRecord
+
+
+def probe_target(device: int = 0) -> EngineTarget:
+    """This machine's TensorRT version and GPU (needs tensorrt and cuda-python)."""
+    trt = _trt()
+    name, cc = cuda.device_info(device)
+    return EngineTarget(str(trt.__version__), name, cc)
 
 
 def find_engines(manifest_dir: str | Path, component: Component | str, precision: Precision | str) -> list[Path]:
     """``engine.json`` files under ``DIR/engines`` recorded for this component and precision."""
     component = parse_enum(Component, component, "component")
     precision = parse_enum(Precision, precision, "precision")
-    root = Path(manifest_dir) / ENGINES_DIR
     found = []
-    for rec in sorted(root.glob(f"*/{RECORD_FILE}")) if root.is_dir() else ():
+    for directory in cached_entries(manifest_dir):
         try:
-            d = json.loads(rec.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            record = read_record(directory)
+        except StableMTLError:
             continue
-        if d.get("component") == component.value and d.get("precision") == precision.value:
-            found.append(rec)
+        if record.component is component and record.precision is precision:
+            found.append(directory / RECORD_FILE)
     return found
 
 
@@ -113,15 +102,12 @@ def load_engine_for(
     manifest_dir: str | Path,
     component: Component | str,
     precision: Precision | str,
-    environment: EngineEnvironment | None = None,
+    target: EngineTarget | None = None,
 ) -> CachedEngine:
     """The cached engine of ``component``/``precision`` that may run on this machine, or a clear refusal.
 
-    Args:
-        manifest_dir: the artifact directory.
-        component: which graph.
-        precision: which precision.
-        environment: the machine to check against (None = probe TensorRT and GPU 0).
+    The key (ONNX sha256, precision, shape profile, TensorRT version, GPU) is computed by
+    :mod:`..engine_cache`, the same code the builder uses; any other cached engine is explained, never used.
 
     Raises:
         StableMTLError: no engine, or every cached engine differs from the manifest or this machine.
@@ -131,32 +117,16 @@ def load_engine_for(
     precision = parse_enum(Precision, precision, "precision")
     manifest = Manifest.load(directory)
     entry = manifest.entry(precision, component)
-    rebuild = f"rebuild it with `stablemtl-export build-engine {directory} --precision {precision.value}`"
-    records = find_engines(directory, component, precision)
+    key = EngineKey(entry.sha256, precision, manifest.profile, target or probe_target())
+    check = validate(directory, key, component)
+    if check:
+        return CachedEngine(check.plan, check.record)
     what = f"{component.value}/{precision.value}"
-    if not records:
+    rebuild = f"rebuild it with `{rebuild_command(directory, precision)}`"
+    others = [p.parent for p in find_engines(directory, component, precision)]
+    if not others:
         raise StableMTLError(f"no TensorRT engine for {what} under `{directory / ENGINES_DIR}`; {rebuild}")
-    env = environment or EngineEnvironment.probe()
-    reasons = []
-    for rec_path in records:
-        rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        built = EngineEnvironment(
-            str(rec.get("tensorrt_version")), str(rec.get("gpu_name")), str(rec.get("compute_capability"))
-        )
-        if rec.get("onnx_sha256") != entry.sha256:
-            reasons.append(f"`{rec_path.parent.name}` was built from another ONNX file (sha256 differs)")
-        elif rec.get("profile") != manifest.profile.to_dict():
-            reasons.append(f"`{rec_path.parent.name}` was built for another shape profile")
-        elif built != env:
-            reasons.append(f"`{rec_path.parent.name}` was built for {built.describe()}, this is {env.describe()}")
-        else:
-            plan = rec_path.parent / ENGINE_FILE
-            if not plan.is_file():
-                reasons.append(f"`{plan}` is missing")
-            elif rec.get("plan_sha256") and file_sha256(plan) != rec["plan_sha256"]:
-                reasons.append(f"`{plan}` is corrupt (sha256 differs from its record)")
-            else:
-                return CachedEngine(plan, rec)
+    reasons = [check_entry(d, key, component).reason for d in others]
     raise StableMTLError(f"no usable TensorRT engine for {what}: {'; '.join(reasons)}; {rebuild}")
 
 
@@ -182,7 +152,7 @@ class TensorRTRunner(BaseRunner):
         entry: ComponentEntry,
         cuda_graphs: bool = False,
         device: int = 0,
-        environment: EngineEnvironment | None = None,
+        environment: EngineTarget | None = None,
     ) -> None:
         super().__init__(entry)
         self.manifest_dir = Path(manifest_dir)
@@ -209,7 +179,7 @@ class TensorRTRunner(BaseRunner):
     def activate_impl(self) -> None:
         trt = _trt()
         cuda.set_device(self.device)
-        env = self.environment or EngineEnvironment.probe(self.device)
+        env = self.environment or probe_target(self.device)
         cached = load_engine_for(self.manifest_dir, self.entry.component, self.entry.precision, env)
         self.engine_path = cached.plan
         # The logger and runtime must outlive the engine: keep references.
