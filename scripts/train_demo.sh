@@ -18,7 +18,7 @@ stablemtl-train pool --output "$RUN/pool" --count indoor=1200,driving=1000,flyin
 #    Two phases as run for the shipped weights: 500 steps, then 300 more on 2 processes from the first.
 stablemtl-train --stage vae --preset small --output "$RUN/runs/vae" --data pool="$RUN/pool" \
     --steps 500 --batch 4 --crop 64x64 --lr 5e-4 --warmup 50 --decay-horizon 500 --final-ratio 0.1 \
-    --checkpoint-every 50 --val-per-source 4 --threads 1 --seed 0
+    --checkpoint-every 100 --val-per-source 4 --threads 1 --seed 0
 $TWO_PROCS --stage vae --init-from "$RUN/runs/vae/model" --output "$RUN/runs/vae2" --data pool="$RUN/pool" \
     --steps 300 --batch 2 --crop 64x64 --lr 5e-4 --warmup 20 --decay-horizon 300 --final-ratio 0.3 \
     --checkpoint-every 50 --val-per-source 3 --threads 1 --seed 10
@@ -35,4 +35,4 @@ $TWO_PROCS --stage multi --init-from "$RUN/runs/single/model" --output "$RUN/run
 
 # 4. Ship it: fp16 storage, then the held-out report of exactly the shipped weights.
 stablemtl-train release --model "$RUN/runs/multi/model" --output "$DEST" --dtype fp16
-stablemtl-train evaluate --model "$DEST" --split test --per-domain 32 --output "$DEST/metrics.json" --threads 2
+stablemtl-train evaluate --model "$DEST" --split test --per-domain 32 --output "$DEST/metrics.json" --threads 1
