@@ -65,7 +65,7 @@ class Demo:
 
 def write_procedural_clip(folder: Path, frames: int, size: tuple[int, int], seed: int = 7) -> Path:
     """A driving clip with ground truth, as PNG frames (lossless: the runtime sees the exact pixels)."""
-    from .training.data.procedural import procedural_clip
+    from .training.data.clip import procedural_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, sample in enumerate(procedural_clip("driving", size=size, frames=frames, seed=seed)):
