@@ -30,7 +30,7 @@ class DiodeReader(BenchmarkReader):
 
     Layout (the ``val.tar.gz`` archive, with ``val_normals.tar.gz`` extracted over it)::
 
-        root/{indoors,outdoor}/scene_XXXXX/scan_XXXXX/<id>.png
+        root/{indoors,outdoor}/scene_<nnnnn>/scan_<nnnnn>/<id>.png
         .../<id>_depth.npy        (H, W, 1) float32 metres
         .../<id>_depth_mask.npy   (H, W) 0/1
         .../<id>_normal.npy       (H, W, 3) float32, zero where undefined (optional)

@@ -72,7 +72,7 @@ class HypersimSource(SampleSource):
     """Frames of Hypersim scenes under ``root``.
 
     Args:
-        root: directory holding the ``ai_XXX_YYY`` scene directories.
+        root: directory holding the ``ai_<vol>_<scene>`` scene directories.
         scenes: scene names to use (default: every scene found).
         tasks: subset of :data:`HYPERSIM_TASKS` to load (default: all four).
     """
