@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .errors import StableMTLError
+from .runtime.cli_args import run_cli
 
 __all__ = ["main", "write_photo_pan", "write_procedural_clip"]
 
@@ -135,15 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clip-frames", type=int, default=36, help="frames of each demo clip")
     parser.add_argument("--eval-frames", type=int, default=16, help="held-out frames per domain for the report")
     parser.add_argument("--calib-size", type=int, default=16, help="calibration frames for int8")
-    args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except StableMTLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_cli(_run, parser, argv)
 
 
 def _run(args: argparse.Namespace) -> int:
