@@ -16,8 +16,17 @@ def end_point_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(pred, dtype=np.float64) - np.asarray(gt, dtype=np.float64), axis=-1)
 
 
-def _flow_valid(gt: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    return np.asarray(valid, dtype=bool) & np.isfinite(gt).all(axis=-1)
+def _aligned_errors(pred, gt, valid) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-pixel end-point errors after the per-channel scale fit, and the ground-truth magnitudes.
+
+    Both flows share this protocol; None when the frame has no valid pixel.
+    """
+    gt = np.asarray(gt, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool) & np.isfinite(gt).all(axis=-1)
+    if not valid.any():
+        return None
+    aligned = align_flow(np.nan_to_num(np.asarray(pred, dtype=np.float64)), gt, valid)
+    return end_point_error(aligned[valid], gt[valid]), np.linalg.norm(gt[valid], axis=-1)
 
 
 class OpticalFlowAccumulator(Accumulator):
@@ -30,13 +39,10 @@ class OpticalFlowAccumulator(Accumulator):
         self._count = 0
 
     def update(self, pred, gt, valid):
-        gt = np.asarray(gt, dtype=np.float64)
-        valid = _flow_valid(gt, valid)
-        if not valid.any():
+        errors = _aligned_errors(pred, gt, valid)
+        if errors is None:
             return
-        aligned = align_flow(np.nan_to_num(np.asarray(pred, dtype=np.float64)), gt, valid)
-        epe = end_point_error(aligned[valid], gt[valid])
-        mag = np.linalg.norm(gt[valid], axis=-1)
+        epe, mag = errors
         self._epe_sum += float(epe.sum())
         self._outliers += int(((epe > 3.0) & (epe > 0.05 * mag)).sum())
         self._count += epe.size
@@ -58,13 +64,11 @@ class SceneFlowAccumulator(Accumulator):
         self._count = 0
 
     def update(self, pred, gt, valid):
-        gt = np.asarray(gt, dtype=np.float64)
-        valid = _flow_valid(gt, valid)
-        if not valid.any():
+        errors = _aligned_errors(pred, gt, valid)
+        if errors is None:
             return
-        aligned = align_flow(np.nan_to_num(np.asarray(pred, dtype=np.float64)), gt, valid)
-        epe = end_point_error(aligned[valid], gt[valid])
-        rel = epe / np.maximum(np.linalg.norm(gt[valid], axis=-1), 1e-12)
+        epe, mag = errors
+        rel = epe / np.maximum(mag, 1e-12)
         self._epe_sum += float(epe.sum())
         self._counts += np.array(
             [
