@@ -34,6 +34,7 @@ __all__ = [
     "run_pipeline",
     "ReferenceSet",
     "build_references",
+    "chunked",
     "verify_component",
     "verify_end_to_end",
     "verify_artifact",
@@ -44,6 +45,9 @@ __all__ = [
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket")
 REFERENCE_DIR = "reference"
 END_TO_END = "end_to_end"
+# Pixels per onnxruntime call in the end-to-end check: two frames at the official 384x512. All seven
+# rows in one call (the small presets) needed more than 24 GB of RAM at that size.
+E2E_PIXELS_PER_CALL = 2 * 384 * 512
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Component, Feeds], Feeds]
 
@@ -149,13 +153,33 @@ def torch_runner(model: StableMTL, specs: Mapping[Component, ComponentSpec]) -> 
     return run
 
 
+def chunked(run: RunFn, rows: int | None) -> RunFn:
+    """``run`` with every call split into calls of at most ``rows`` batch rows (None: unsplit).
+
+    Every graph here treats batch rows independently, so splitting changes no value; it bounds the
+    activation memory, which at the official size and seven rows exceeds 24 GB in onnxruntime.
+    """
+    if rows is None:
+        return run
+
+    def split(component: Component, feeds: Feeds) -> Feeds:
+        n = len(next(iter(feeds.values())))
+        if n <= rows:
+            return run(component, feeds)
+        parts = [run(component, {k: v[i : i + rows] for k, v in feeds.items()}) for i in range(0, n, rows)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    return split
+
+
 def run_pipeline(
     run: RunFn, frame1: np.ndarray, frame2: np.ndarray, task_ids: list[int], mode: Mode
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode, run the UNet schedule of ``mode`` and decode: ``(latents [k,4,h,w], images [k,3,H,W])``.
 
     The same schedule as :meth:`StableMTL.predict_latents` (shared auxiliary passes in multi-stream),
-    written over the graph I/O so any backend can be checked with it.
+    written over the graph I/O so any backend can be checked with it (wrap ``run`` in :func:`chunked` to
+    bound its batch).
     """
     z = run(Component.ENCODER, {"image": np.stack([frame1, frame2])})["latent"]
     z1, z2 = z[:1], z[1:2]
@@ -285,8 +309,10 @@ def verify_end_to_end(
     comparator: Comparator, run: RunFn, frames: tuple[np.ndarray, np.ndarray], mode: Mode,
     expected: tuple[np.ndarray, np.ndarray],
 ) -> None:
-    """All seven tasks through the pipeline in one batch; one result per task and output."""
-    latents, images = run_pipeline(run, frames[0], frames[1], list(range(NUM_TASKS)), mode)
+    """All seven tasks through the pipeline, one batch (or a few, at large sizes); one result per task and
+    output."""
+    rows = max(1, E2E_PIXELS_PER_CALL // (frames[0].shape[0] * frames[0].shape[1]))
+    latents, images = run_pipeline(chunked(run, rows), frames[0], frames[1], list(range(NUM_TASKS)), mode)
     for t in TASKS:
         comparator.compare(f"e2e/{mode.value}/{t.key}/latent", latents[t.index], expected[0][t.index])
         comparator.compare(f"e2e/{mode.value}/{t.key}/image", images[t.index], expected[1][t.index])

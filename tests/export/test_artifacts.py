@@ -13,7 +13,7 @@ import pytest
 
 from stablemtl_edge import StableMTLError
 from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
-from stablemtl_edge.export.verify import OrtComponents, load_reference, run_pipeline, verify_artifact
+from stablemtl_edge.export.verify import OrtComponents, chunked, load_reference, run_pipeline, verify_artifact
 from stablemtl_edge.manifest import Component, Manifest, Mode, Precision, file_sha256
 from stablemtl_edge.tasks import TASK_NAMES
 
@@ -79,6 +79,26 @@ def test_references_reproduce_with_onnxruntime_and_multi_differs_from_single(tin
         np.testing.assert_allclose(images, outputs[f"{mode.value}.image"], atol=1e-3)
     # the fixture's task attention is active: the main stream changes the prediction
     assert np.abs(outputs["multi.latent"] - outputs["single.latent"]).max() > 1e-3
+
+
+def test_pipeline_split_into_single_rows_gives_the_same_results(tiny_artifacts):
+    """The end-to-end check bounds its batch at large sizes; rows are independent in every graph."""
+    m = Manifest.load(tiny_artifacts)
+    inputs, _ = load_reference(tiny_artifacts / m.references["end_to_end"])
+    run = OrtComponents(tiny_artifacts, m.components[Precision.FP32])
+    calls = []
+
+    def counting(component, feeds):
+        calls.append(len(next(iter(feeds.values()))))
+        return run(component, feeds)
+
+    for mode in (Mode.SINGLE, Mode.MULTI):
+        whole = run_pipeline(run, inputs["frame1"], inputs["frame2"], list(range(7)), mode)
+        calls.clear()
+        split = run_pipeline(chunked(counting, 1), inputs["frame1"], inputs["frame2"], list(range(7)), mode)
+        assert max(calls) == 1 and len(calls) > 7
+        for a, b in zip(whole, split):
+            np.testing.assert_allclose(b, a, atol=1e-5)
 
 
 def test_verify_artifact_passes_without_torch_model(tiny_artifacts):
