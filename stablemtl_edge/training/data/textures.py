@@ -11,6 +11,7 @@ They are also what makes the labels learnable from RGB: each class has a typical
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from ...tasks import CLASS_NAMES, IGNORE_ID
 
 __all__ = [
+    "texture_runs",
     "SmoothNoise",
     "Stripes",
     "Checker",
@@ -52,15 +54,71 @@ def _cos(x: np.ndarray) -> np.ndarray:
 
 
 def _mix(c1: np.ndarray, c2: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return np.clip(c1[:, None] + (c2 - c1)[:, None] * t, 0.0, 1.0)
+    """Blend per-column colours ``(3, N)`` (or ``(3, 1)``) by ``t``."""
+    return np.clip(c1 + (c2 - c1) * t, 0.0, 1.0)
 
 
 def _ids(p: np.ndarray, class_id: int) -> np.ndarray:
     return np.full(p.shape[1], class_id, dtype=np.uint8)
 
 
+def _dot(k: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-column dot products of frequency vectors ``(3, N)`` (or one, ``(3, 1)``) with points ``(3, N)``.
+
+    Both forms round like a scalar loop x, y, z (numpy's matrix-vector product does for 3 terms), so a
+    primitive's texture does not depend on whether it was evaluated alone or in a batch.
+    """
+    if k.shape[1] == 1:
+        return k[:, 0] @ p
+    return k[0] * p[0] + k[1] * p[1] + k[2] * p[2]
+
+
+class _Params:
+    """Texture parameters of consecutive column runs (run j textured by ``textures[j]``), as columns."""
+
+    def __init__(self, textures: Sequence, counts: np.ndarray) -> None:
+        self.textures = textures
+        self.counts = np.asarray(counts)
+
+    def __call__(self, name: str, dtype=np.float64) -> np.ndarray:  # noqa: ANN001
+        """``(k, N)`` for vector parameters and ``(N,)`` for scalars; for one run a ``(k, 1)`` column or a
+        0-d value that broadcasts."""
+        if len(self.textures) == 1:
+            value = np.asarray(getattr(self.textures[0], name), dtype=dtype)
+            return value[:, None] if value.ndim == 1 else value
+        values = np.array([getattr(t, name) for t in self.textures], dtype=dtype)
+        return np.repeat(values.T, self.counts, axis=-1)
+
+    def ids(self, name: str = "class_id") -> np.ndarray:
+        if len(self.textures) == 1:
+            return np.full(int(self.counts[0]), getattr(self.textures[0], name), dtype=np.uint8)
+        return np.repeat(np.array([getattr(t, name) for t in self.textures], dtype=np.uint8), self.counts)
+
+
+def texture_runs(textures: Sequence, p: np.ndarray, n: np.ndarray,
+                 counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Albedo ``(3, N)`` and class ids ``(N,)`` of textures of one type over consecutive column runs.
+
+    Types with a vectorised ``runs`` method evaluate all runs in one pass (same values as one by one);
+    the others are called run by run.
+    """
+    runs = getattr(type(textures[0]), "runs", None)
+    if runs is not None:
+        return runs(textures, p, n, counts)
+    ends = np.cumsum(counts).tolist()
+    parts = [tex(p[:, a:b], n[:, a:b]) for tex, a, b in zip(textures, [0, *ends[:-1]], ends)]
+    return np.concatenate([a for a, _ in parts], axis=1), np.concatenate([i for _, i in parts])
+
+
+class _Batched:
+    """Textures whose ``runs`` classmethod is their definition; a single call is a one-run batch."""
+
+    def __call__(self, p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.runs([self], p, n, np.array([p.shape[1]]))
+
+
 @dataclass(frozen=True)
-class SmoothNoise:
+class SmoothNoise(_Batched):
     """Two colours blended by a product of two oriented sinusoids (low frequency, band-limited)."""
 
     c1: np.ndarray
@@ -69,13 +127,15 @@ class SmoothNoise:
     k2: np.ndarray
     class_id: int = IGNORE_ID
 
-    def __call__(self, p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = 0.5 + 0.5 * _sin(self.k1 @ p) * _cos(self.k2 @ p)
-        return _mix(self.c1, self.c2, t), _ids(p, self.class_id)
+    @classmethod
+    def runs(cls, textures, p, n, counts):  # noqa: ANN001, ANN206
+        q = _Params(textures, counts)
+        t = 0.5 + 0.5 * _sin(_dot(q("k1"), p)) * _cos(_dot(q("k2"), p))
+        return _mix(q("c1"), q("c2"), t), q.ids()
 
 
 @dataclass(frozen=True)
-class Stripes:
+class Stripes(_Batched):
     """Soft stripes along one direction (wood, fabric, painted bands)."""
 
     c1: np.ndarray
@@ -84,13 +144,15 @@ class Stripes:
     sharpness: float = 2.0
     class_id: int = IGNORE_ID
 
-    def __call__(self, p, n):
-        t = 0.5 + 0.5 * np.tanh(np.float32(self.sharpness) * _sin(self.k @ p))
-        return _mix(self.c1, self.c2, t), _ids(p, self.class_id)
+    @classmethod
+    def runs(cls, textures, p, n, counts):  # noqa: ANN001, ANN206
+        q = _Params(textures, counts)
+        t = 0.5 + 0.5 * np.tanh(q("sharpness", np.float32) * _sin(_dot(q("k"), p)))
+        return _mix(q("c1"), q("c2"), t), q.ids()
 
 
 @dataclass(frozen=True)
-class Checker:
+class Checker(_Batched):
     """3-D checkerboard of cell size ``cell`` metres."""
 
     c1: np.ndarray
@@ -98,10 +160,12 @@ class Checker:
     cell: float
     class_id: int = IGNORE_ID
 
-    def __call__(self, p, n):
-        cells = np.floor(p / self.cell).astype(np.int64)
+    @classmethod
+    def runs(cls, textures, p, n, counts):  # noqa: ANN001, ANN206
+        q = _Params(textures, counts)
+        cells = np.floor(p / q("cell")).astype(np.int64)
         parity = (cells[0] + cells[1] + cells[2]) & 1
-        return _mix(self.c1, self.c2, parity.astype(np.float64)), _ids(p, self.class_id)
+        return _mix(q("c1"), q("c2"), parity.astype(np.float64)), q.ids()
 
 
 @dataclass(frozen=True)
@@ -137,7 +201,7 @@ class Road:
 
 
 @dataclass(frozen=True)
-class Facade:
+class Facade(_Batched):
     """Building wall with a grid of darker, bluish windows."""
 
     wall: np.ndarray
@@ -145,17 +209,20 @@ class Facade:
     spacing: float
     class_id: int = CLASS_ID["building"]
 
-    def __call__(self, p, n):
+    @classmethod
+    def runs(cls, textures, p, n, counts):  # noqa: ANN001, ANN206
+        q = _Params(textures, counts)
+        spacing = q("spacing")
         # Horizontal coordinate along the face: x on faces normal to z, z on faces normal to x.
         along = np.where(np.abs(n[0]) > 0.5, p[2], p[0])
         # x - floor(x) is bit-identical to np.mod(x, 1.0) and several times faster.
-        fx = along / self.spacing
+        fx = along / spacing
         fx -= np.floor(fx)
-        fy = p[1] / (1.3 * self.spacing)
+        fy = p[1] / (1.3 * spacing)
         fy -= np.floor(fy)
         win = (fx > 0.25) & (fx < 0.75) & (fy > 0.3) & (fy < 0.8) & (np.abs(n[1]) < 0.5)
-        out = np.where(win, self.window[:, None], self.wall[:, None])
-        return out, _ids(p, self.class_id)
+        out = np.where(win, q("window"), q("wall"))
+        return out, q.ids()
 
 
 @dataclass(frozen=True)
@@ -172,7 +239,7 @@ class RoomShell:
         floor = n[1] < -0.5  # inward normal of the bottom face points up (-y)
         ceil = n[1] > 0.5
         t = 0.5 + 0.5 * np.tanh(np.float32(3.0) * _sin(p[0] * np.pi / self.plank))
-        planks = _mix(self.floor1, self.floor2, t * (0.8 + 0.2 * _sin(p[2] * 1.7)))
+        planks = _mix(self.floor1[:, None], self.floor2[:, None], t * (0.8 + 0.2 * _sin(p[2] * 1.7)))
         w = 0.93 + 0.07 * _sin(p[0] * 2.1 + p[1] * 1.3) * _cos(p[2] * 1.9)
         walls = np.clip(self.wall[:, None] * w, 0, 1)
         out = np.where(floor, planks, np.where(ceil, self.ceiling[:, None], walls))
