@@ -11,6 +11,7 @@ integer coordinates. numpy only.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,9 +52,11 @@ class Shape(enum.Enum):
 def rotation(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
     """Rotation matrix from angles in radians: yaw about y, then pitch about x, then roll about z."""
     cy, sy = np.cos(yaw), np.sin(yaw)
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    if pitch == 0 and roll == 0 and sy != 0:
+        return ry  # what the products with two identities give, bit for bit (no -0.0 entry to lose)
     cp, sp = np.cos(pitch), np.sin(pitch)
     cr, sr = np.cos(roll), np.sin(roll)
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
     return ry @ rx @ rz
@@ -77,6 +80,11 @@ class Pose:
     def inverse_apply(self, pts: np.ndarray) -> np.ndarray:
         """World points ``(..., 3)`` -> local frame."""
         return (pts - self.pos) @ self.rot
+
+    @functools.cached_property
+    def inverse_rot32(self) -> np.ndarray:
+        """``rot.T`` in float32: rotates the float32 world ray directions into the local frame."""
+        return self.rot.T.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -469,7 +477,7 @@ def _local_origin(pose: Pose, origin: np.ndarray) -> np.ndarray:
 
 
 def _local_dirs(pose: Pose, world: np.ndarray) -> np.ndarray:
-    return pose.rot.T.astype(np.float32) @ world
+    return pose.inverse_rot32 @ world
 
 
 def _cast(prims: Sequence[Primitive], poses: Sequence[Pose], origin: np.ndarray, batch: Sequence[int],
