@@ -257,6 +257,12 @@ def _build_indoor(rng: np.random.Generator, K: np.ndarray, H: int, W: int) -> Sc
     return Scene(prims, cam1, cam2, light / np.linalg.norm(light), float(rng.uniform(0.25, 0.4)), None, None)
 
 
+# Palettes as arrays: rng.choice converts a list on every call (the draws are the same either way).
+_FACADE_COLOURS = np.array([[0.7, 0.62, 0.5], [0.55, 0.55, 0.55], [0.6, 0.35, 0.28], [0.8, 0.78, 0.72]])
+_PAINTS = np.array([[0.7, 0.05, 0.05], [0.05, 0.1, 0.4], [0.85, 0.85, 0.85], [0.08, 0.08, 0.08], [0.5, 0.5, 0.55],
+                    [0.2, 0.35, 0.2]])
+
+
 def _build_driving(rng: np.random.Generator, K: np.ndarray, H: int, W: int) -> Scene:
     half_w = rng.uniform(3.5, 7.0)
     sidewalk = rng.uniform(1.5, 3.0)
@@ -276,8 +282,7 @@ def _build_driving(rng: np.random.Generator, K: np.ndarray, H: int, W: int) -> S
                 height = rng.uniform(5.0, 25.0)
                 set_back = rng.uniform(0.0, 3.0)
                 centre = np.array([side * (edge + set_back + depth / 2), -height / 2, z + length / 2])
-                wall = _colour(rng, rng.choice([[0.7, 0.62, 0.5], [0.55, 0.55, 0.55], [0.6, 0.35, 0.28],
-                                                [0.8, 0.78, 0.72]]), 0.08)
+                wall = _colour(rng, rng.choice(_FACADE_COLOURS), 0.08)
                 facade = Facade(wall, _colour(rng, [0.2, 0.27, 0.35], 0.06), float(rng.uniform(2.0, 3.5)))
                 prims.append(Primitive(Shape.BOX, np.array([depth / 2, height / 2, length / 2]),
                                        Pose(np.eye(3), centre), facade))
@@ -352,8 +357,7 @@ def _add_pole(rng: np.random.Generator, prims: list[Primitive], base: np.ndarray
 
 def _add_vehicle(rng: np.random.Generator, prims: list[Primitive], x: float, z: float) -> None:
     veh = CLASS_ID["vehicle"]
-    paint = rng.choice([[0.7, 0.05, 0.05], [0.05, 0.1, 0.4], [0.85, 0.85, 0.85], [0.08, 0.08, 0.08],
-                        [0.5, 0.5, 0.55], [0.2, 0.35, 0.2]])
+    paint = rng.choice(_PAINTS)
     body_tex = SmoothNoise(_colour(rng, paint, 0.05), _colour(rng, paint, 0.08), _freq(rng, 0.5, 2.0),
                            _freq(rng, 0.5, 2.0), veh)
     glass = SmoothNoise(_colour(rng, [0.1, 0.12, 0.15], 0.03), _colour(rng, [0.2, 0.25, 0.3], 0.05),

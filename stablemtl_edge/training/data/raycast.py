@@ -166,7 +166,7 @@ class Primitive:
     inside: bool = False
 
     def __post_init__(self) -> None:
-        self.size_floats = tuple(float(x) for x in np.asarray(self.size, dtype=np.float64))
+        self.size_floats = tuple(np.asarray(self.size, dtype=np.float64).tolist())
         self.is_static = self.motion is None
         self._pose2 = self.pose if self.motion is None else self.pose.then(self.motion)
         self.half_extents = self._half_extents()
