@@ -212,3 +212,47 @@ def test_existing_seeds_keep_their_samples(domain):
         count, total = pinned[key]
         assert int(lab.valid.sum()) == count, key
         assert float(np.float64(lab.value[lab.valid]).sum()) == pytest.approx(total, rel=1e-7, abs=1e-4), key
+
+
+@pytest.mark.parametrize("domain", ["driving", "flying"])
+def test_batched_primitives_give_bit_identical_hits_normals_and_textures(domain):
+    """Small primitives are cast, shaded and textured in batches of one kind; each must get exactly what
+    it gets alone (the samples do not depend on how primitives were grouped)."""
+    from stablemtl_edge.training.data.procedural import build_scene
+    from stablemtl_edge.training.data.raycast import intersect_runs, normal_runs
+    from stablemtl_edge.training.data.textures import texture_runs
+
+    scene = build_scene(domain, 96, 128, np.random.default_rng(4))
+    cam = scene.cam1
+    rays = (cam.pose.rot @ cam.rays()).astype(np.float32)
+    groups: dict = {}
+    for prim in scene.prims:
+        groups.setdefault(prim.kind, []).append(prim)
+    batched = 0
+    for prims in groups.values():
+        rng = np.random.default_rng(len(prims))
+        runs = [rays[:, rng.choice(rays.shape[1], 300 + 50 * j, replace=False)] for j in range(len(prims))]
+        local = [p.pose.rot.T.astype(np.float32) @ r for p, r in zip(prims, runs)]
+        origins = np.stack([p.pose.rot.T @ (cam.pose.pos - p.pose.pos) for p in prims])
+        counts = [r.shape[1] for r in runs]
+        together = intersect_runs(prims, origins, np.concatenate(local, axis=1), counts)
+        alone = np.concatenate([p.intersect(o, d) for p, o, d in zip(prims, origins, local)])
+        np.testing.assert_array_equal(together, alone)
+        scale = np.array([p.half_extents for p in prims]).clip(0, 5).T + 0.1  # points near each surface
+        points = rng.normal(size=(3, sum(counts))) * np.repeat(scale, counts, axis=1)
+        ends = np.cumsum(counts)
+        alone_n = np.concatenate([p.local_normal(points[:, e - c : e]) for p, c, e in zip(prims, counts, ends)], axis=1)
+        np.testing.assert_array_equal(normal_runs(prims, points, counts), alone_n)
+        by_type: dict = {}
+        for j, p in enumerate(prims):
+            by_type.setdefault(type(p.texture), []).append(j)
+        for js in by_type.values():
+            cols = np.concatenate([np.arange(ends[j] - counts[j], ends[j]) for j in js])
+            colour, ids = texture_runs([prims[j].texture for j in js], points[:, cols], alone_n[:, cols],
+                                       [counts[j] for j in js])
+            one = [prims[j].texture(points[:, e - c : e], alone_n[:, e - c : e])
+                   for j in js for c, e in ((counts[j], ends[j]),)]
+            np.testing.assert_array_equal(colour, np.concatenate([a for a, _ in one], axis=1))
+            np.testing.assert_array_equal(ids, np.concatenate([i for _, i in one]))
+        batched += len(prims) > 1
+    assert batched  # some kinds really were batched
