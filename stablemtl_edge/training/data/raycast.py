@@ -450,7 +450,7 @@ class Hits:
 # Primitives covering at most this many pixels are cast, shaded and textured together with the others of
 # their kind: for them numpy's per-call overhead outweighs the arithmetic. Larger ones go one by one on
 # contiguous arrays, where batching's extra gathers would cost more than the calls it saves.
-BATCH_PIXELS = 2048
+BATCH_PIXELS = 8192
 
 
 def _by_kind(prims: Sequence[Primitive], ks: Sequence[int]) -> list[list[int]]:
