@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import signal
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -369,16 +370,35 @@ class Stream:
         return done
 
     def run(self) -> StreamStats:
-        """Start, wait for the end (Ctrl-C stops cleanly), and return the final statistics."""
+        """Start, wait for the end (Ctrl-C stops cleanly, a second Ctrl-C raises), and return the final
+        statistics.
+
+        In the main thread, Ctrl-C is taken by a SIGINT handler that stops the stream, not as a
+        KeyboardInterrupt: Python drops an exception raised while the main thread happens to run a
+        finaliser (``Exception ignored in ...``), and a dropped interrupt would leave an endless source
+        running forever. The previous handler is restored on return.
+        """
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             self.start()
             while not self.join(timeout=0.1):
                 pass
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # outside the main thread, or a second Ctrl-C while stopping
             log.info("interrupted: stopping the stream")
             self.stop("interrupted")
             self.join()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return self.stats
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self._stop.is_set():
+            signal.default_int_handler(signum, frame)  # stopping takes too long: the user insists
+        log.info("interrupted: stopping the stream")
+        self.stop("interrupted")
 
     @property
     def max_pending(self) -> int:

@@ -185,6 +185,23 @@ def test_ctrl_c_stops_cleanly():
     assert not stream.running and src_closed(stream)
 
 
+def test_ctrl_c_is_taken_by_a_handler_while_running_and_the_previous_one_comes_back():
+    """An interrupt is a handler call, not a KeyboardInterrupt that a finaliser running in the main thread
+    could swallow (which left an endless stream running in a long test session)."""
+    seen = []
+
+    def look(item):
+        if item.frame.index == 1:
+            seen.append(signal.getsignal(signal.SIGINT))
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    stream = Stream(PatternSource(16, 16), BoxRuntime(), [Collect(on_write=look)])
+    assert stream.run().ended_by == "interrupted"
+    assert seen == [stream._on_sigint]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_camera_disconnect_ends_the_stream_cleanly(tmp_path):
     path = tmp_path / "cam.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
