@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
+from .data.allocator import retain_freed_memory
 
 __all__ = ["main", "build_parser"]
 
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv = ["train", *argv]
     parser = build_parser()
+    retain_freed_memory()  # samples are generated here: reuse freed arrays instead of faulting them back in
     try:
         args = _apply_config_file(parser, argv)
         threads = getattr(args, "threads", None)

@@ -6,7 +6,8 @@ Each domain renders ``count`` consecutive samples of its training split with its
 (``--tasks all`` labels everything the domain can), ``repeat`` times. The process is pinned to one CPU
 core by default, so the figure is per core. As with ``timeit``, the headline is the best pass (the least
 disturbed by other processes on a shared machine); the median pass and CPU time are reported beside it.
-Prints a table and writes the same numbers as JSON.
+Like ``stablemtl-train``, it keeps freed memory for reuse (:mod:`.allocator`; ``--system-malloc`` to
+measure without). Prints a table and writes the same numbers as JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from ...atomic import atomic_write_text
 from ...errors import StableMTLError
+from .allocator import retain_freed_memory
 from .procedural import AVAILABLE_TASKS, DOMAIN_TASKS, Domain, parse_domain, procedural_split
 
 __all__ = ["main", "run_benchmark"]
@@ -102,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default="procedural_bench.json", help="where to write the results")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU core")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's allocator at its defaults (freed arrays go back to the kernel)")
     args = parser.parse_args(argv)
     try:
         size = _parse_size(args.size)
@@ -112,11 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_pin and hasattr(os, "sched_setaffinity"):
             core = min(os.sched_getaffinity(0))
             os.sched_setaffinity(0, {core})
+        retained = False if args.system_malloc else retain_freed_memory()
         rows = run_benchmark(domains, size, args.count, args.repeat, args.warmup, args.tasks == "all", not args.quiet)
         print(_table(rows, size))
         report = {
             "size": list(size),
             "pinned_core": core,
+            "retained_freed_memory": retained,
             "cpu_count": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "python": platform.python_version(),
