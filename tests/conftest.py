@@ -12,17 +12,9 @@ import pytest  # noqa: E402
 
 def _make_tiny_checkpoint(directory: Path) -> Path:
     """A random tiny multi-stream model whose task attention is active (so multi-stream != single)."""
-    import torch
+    from tests.tiny_model import tiny_with_active_task_attention
 
-    from stablemtl_edge.model.stablemtl import StableMTL
-
-    model = StableMTL.from_preset("tiny", multi_stream=True, seed=0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for ta in model.main.task_attention:
-            ta.to_out_task.weight.copy_(torch.randn(ta.to_out_task.weight.shape, generator=g) * 0.2)
-            ta.to_out_task.bias.copy_(torch.randn(ta.to_out_task.bias.shape, generator=g) * 0.2)
-    model.save_pretrained(str(directory))
+    tiny_with_active_task_attention().save_pretrained(str(directory))
     return directory
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
+from ..runtime.cli_args import run_cli
 from ..manifest import Component
 from .calibrate import calibrate_artifact
 from .exclusions import DEFAULT_RULES
@@ -85,25 +86,24 @@ def gate_samples_from_benchmark(artifacts: Path, benchmark: str, data: Path | No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        options = QuantizeOptions(
-            method=args.method, percentile=args.percentile, exclude=tuple(args.exclude),
-            quantize=tuple(args.quantize), default_exclusions=not args.no_default_exclusions,
-        )
-        thresholds = GateThresholds.parse(args.gate_threshold)
-        samples = None
-        if args.gate_benchmark:
-            samples = gate_samples_from_benchmark(args.artifacts, args.gate_benchmark, args.gate_data, args.gate_frames)
-        result = calibrate_artifact(
-            args.artifacts, args.calib_data, args.calib_size, options=options, components=args.components,
-            thresholds=thresholds, on_gate_fail=args.on_gate_fail, gate_samples=samples,
-            gate_name=args.gate_benchmark or "", gate_frames=args.gate_frames, tasks=args.tasks, seed=args.seed,
-            topic=args.topic, threads=args.threads, progress=not args.quiet,
-        )
-    except StableMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_cli(_calibrate, build_parser(), argv)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    options = QuantizeOptions(
+        method=args.method, percentile=args.percentile, exclude=tuple(args.exclude),
+        quantize=tuple(args.quantize), default_exclusions=not args.no_default_exclusions,
+    )
+    thresholds = GateThresholds.parse(args.gate_threshold)
+    samples = None
+    if args.gate_benchmark:
+        samples = gate_samples_from_benchmark(args.artifacts, args.gate_benchmark, args.gate_data, args.gate_frames)
+    result = calibrate_artifact(
+        args.artifacts, args.calib_data, args.calib_size, options=options, components=args.components,
+        thresholds=thresholds, on_gate_fail=args.on_gate_fail, gate_samples=samples,
+        gate_name=args.gate_benchmark or "", gate_frames=args.gate_frames, tasks=args.tasks, seed=args.seed,
+        topic=args.topic, threads=args.threads, progress=not args.quiet,
+    )
     print(result.report["verdict"])
     for message in result.report["messages"]:
         print(f"  {message}")

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
+from ..runtime.cli_args import run_cli
 from ..sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
 from .benchmarks import (
@@ -202,13 +203,11 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    def body(args: argparse.Namespace) -> int:
         print(run(args))
-    except StableMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_cli(body, build_parser(), argv)
 
 
 if __name__ == "__main__":

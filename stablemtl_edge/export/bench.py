@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
+from ..runtime.cli_args import run_cli
 from ..manifest import Manifest, Precision
 
 __all__ = ["GOAL", "run_bench", "main"]
@@ -87,14 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    try:
+
+    def body(args: argparse.Namespace) -> int:
         run_bench(Path(args.directory), Path(args.json) if args.json else None, args.repeats, args.threads,
                   lambda m: print(m, file=sys.stderr))
-    except StableMTLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_cli(body, parser, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import StableMTLError
+from ..runtime.cli_args import run_cli
 from ..manifest import Mode, Precision
 
 __all__ = ["OfficialSizeReport", "export_official_size", "main"]
@@ -86,21 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", default="single", choices=[m.value for m in Mode])
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the 3.5+ GB checkpoint and artifact")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    try:
-        report = export_official_size(out, Mode(args.mode), lambda m: print(m, file=sys.stderr, flush=True))
-    except StableMTLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if not args.keep:
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.rmtree(out.with_name(out.name + ".ckpt"), ignore_errors=True)
-    print(report.markdown())
-    if args.json:
-        Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-    return 0
+
+    def body(args: argparse.Namespace) -> int:
+        out = Path(args.out)
+        try:
+            report = export_official_size(out, Mode(args.mode), lambda m: print(m, file=sys.stderr, flush=True))
+        finally:
+            if not args.keep:
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(out.with_name(out.name + ".ckpt"), ignore_errors=True)
+        print(report.markdown())
+        if args.json:
+            Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+        return 0
+
+    return run_cli(body, parser, argv)
 
 
 if __name__ == "__main__":

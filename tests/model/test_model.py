@@ -12,6 +12,7 @@ from stablemtl_edge.model.stablemtl import StableMTL, unet_input
 from stablemtl_edge.model.task_attention import TaskAttention
 from stablemtl_edge.model.unet import ATTENTION_LAYERS, build_unet, self_attention_path, widen_conv_in
 from stablemtl_edge.tasks import TASK_NAMES
+from tests.tiny_model import tiny_with_active_task_attention
 
 H, W = get_preset("tiny").resolution
 RNG = np.random.default_rng(0)
@@ -27,13 +28,7 @@ def model() -> StableMTL:
 @pytest.fixture(scope="module")
 def trained_like(model) -> StableMTL:
     """The tiny model with non-zero task-attention outputs, as after stage-2 training."""
-    m = StableMTL.from_preset("tiny", multi_stream=True, seed=0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for ta in m.main.task_attention:
-            ta.to_out_task.weight.copy_(torch.randn(ta.to_out_task.weight.shape, generator=g) * 0.2)
-            ta.to_out_task.bias.copy_(torch.randn(ta.to_out_task.bias.shape, generator=g) * 0.2)
-    return m.eval()
+    return tiny_with_active_task_attention().eval()
 
 
 def test_sd2_parameter_counts_match_the_official_architecture():

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...atomic import atomic_write_text
 from ...errors import StableMTLError
+from ...runtime.cli_args import run_cli
 from .allocator import retain_freed_memory
 from .procedural import AVAILABLE_TASKS, DOMAIN_TASKS, Domain, parse_domain, procedural_split
 
@@ -106,34 +107,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's allocator at its defaults (freed arrays go back to the kernel)")
-    args = parser.parse_args(argv)
-    try:
-        size = _parse_size(args.size)
-        if args.count < 1 or args.repeat < 1:
-            raise StableMTLError(f"--count and --repeat must be >= 1, got {args.count} and {args.repeat}")
-        domains = [parse_domain(d) for d in args.domains.split(",") if d.strip()]
-        core = None
-        if not args.no_pin and hasattr(os, "sched_setaffinity"):
-            core = min(os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {core})
-        retained = False if args.system_malloc else retain_freed_memory()
-        rows = run_benchmark(domains, size, args.count, args.repeat, args.warmup, args.tasks == "all", not args.quiet)
-        print(_table(rows, size))
-        report = {
-            "size": list(size),
-            "pinned_core": core,
-            "retained_freed_memory": retained,
-            "cpu_count": os.cpu_count(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "results": rows,
-        }
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    except StableMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_cli(_run, parser, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    size = _parse_size(args.size)
+    if args.count < 1 or args.repeat < 1:
+        raise StableMTLError(f"--count and --repeat must be >= 1, got {args.count} and {args.repeat}")
+    domains = [parse_domain(d) for d in args.domains.split(",") if d.strip()]
+    core = None
+    if not args.no_pin and hasattr(os, "sched_setaffinity"):
+        core = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {core})
+    retained = False if args.system_malloc else retain_freed_memory()
+    rows = run_benchmark(domains, size, args.count, args.repeat, args.warmup, args.tasks == "all", not args.quiet)
+    print(_table(rows, size))
+    report = {
+        "size": list(size),
+        "pinned_core": core,
+        "retained_freed_memory": retained,
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "results": rows,
+    }
+    atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
     return 0
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from ...errors import StableMTLError
 from ...sample import Sample
 from ...tasks import TaskName
-from .dataset import select_tasks
+from .dataset import SampleSource, select_tasks
 from .procedural import (
     _DOMAIN_CODE,
     AVAILABLE_TASKS,
@@ -126,7 +126,7 @@ def _collisions(prims: Sequence[Primitive], poses: Sequence[Sequence[Pose]], cen
     return hit
 
 
-class ProceduralClip(Sequence[Sample]):
+class ProceduralClip(SampleSource):
     """A deterministic procedural video clip of ``frames`` consecutive labelled samples (see module doc).
 
     Args:
@@ -212,22 +212,14 @@ class ProceduralClip(Sequence[Sample]):
         rng = np.random.default_rng(self._key + [1, t])
         return hits, render_image(scene, hits, rng, self.noise)
 
-    def _check(self, t: int, n: int) -> int:
-        i = int(t)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"frame {t} out of range for a clip of {n}")
-        return i
-
     def image(self, t: int) -> np.ndarray:
         """Image ``t`` (uint8 RGB ``(H, W, 3)``) for ``t`` in ``0 .. frames``."""
-        t = self._check(t, self.frames + 1)
+        t = self._check_index(t, self.frames + 1)
         return self._image(t, self._scene(t))[1][0]
 
     def render(self, t: int) -> Rendering:
         """Full rendering of sample ``t`` (image ``t`` with all maps, flows to image ``t + 1``)."""
-        t = self._check(t, self.frames)
+        t = self._check_index(t)
         scene = self._scene(t)
         hits, (frame1, linear1, shading, hit) = self._image(t, scene)
         nxt_scene = self._scene(t + 1)
@@ -235,8 +227,8 @@ class ProceduralClip(Sequence[Sample]):
         self._next = (t + 1, *nxt)
         return label_frame(scene, hits, frame1, linear1, shading, hit, nxt[1][0])
 
-    def __getitem__(self, t: int) -> Sample:  # type: ignore[override]
-        t = self._check(t, self.frames)
+    def __getitem__(self, t: int) -> Sample:
+        t = self._check_index(t)
         r = self.render(t)
         return Sample(frame1=r.frame1, frame2=r.frame2, labels=labels_of(r, self._tasks), domain=self.domain,
                       name=f"procedural-clip:{self.domain}:seed={self.seed}:{t}", intrinsics=r.intrinsics)

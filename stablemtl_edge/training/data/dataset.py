@@ -68,8 +68,9 @@ class SampleSource(ABC):
     def labels(self, task: str | TaskName) -> bool:
         return get_task(task).key in self.tasks
 
-    def _check_index(self, index: int) -> int:
-        n = len(self)
+    def _check_index(self, index: int, length: int | None = None) -> int:
+        """``index`` (negative counts from the end) into ``0 .. length - 1``; ``length`` defaults to len."""
+        n = len(self) if length is None else length
         i = int(index)
         if i < 0:
             i += n

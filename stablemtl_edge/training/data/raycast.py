@@ -544,7 +544,7 @@ def cast_grid(cam: Camera, prims: Sequence[Primitive], frame: int,
         idx = pixel[r0:r1, c0:c1][owner[r0:r1, c0:c1] == k]  # row-major, ascending
         if idx.size:
             owned[k] = idx
-    # Small primitives by texture type, so each type is evaluated once per batch.
+    # Small primitives of one kind in one batch, ordered by texture type so each type is one call.
     ks = sorted(owned, key=lambda k: (type(prims[k].texture).__name__, k))
     for batch in _batches(prims, ks, [owned[k].size for k in ks]):
         idx = owned[batch[0]] if len(batch) == 1 else np.concatenate([owned[k] for k in batch])
@@ -561,22 +561,17 @@ def _surface(prims: Sequence[Primitive], poses: Sequence[Pose], batch: Sequence[
              point: np.ndarray, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World normals facing the ``rays``, albedo and class ids at world points ``(3, N)`` on the primitives
     of ``batch`` (one kind), ``counts[i]`` consecutive columns each."""
-    runs = _runs(counts)
-    if len(batch) == 1:
-        pose = poses[batch[0]]
-        p_local = pose.rot.T @ (point - pose.pos[:, None])
-    else:
-        p_local = np.empty_like(point)
-        for k, run in zip(batch, runs):
-            p_local[:, run] = poses[k].rot.T @ (point[:, run] - poses[k].pos[:, None])
+    # Rotations stay one BLAS product per primitive on a contiguous run: a per-column product would round
+    # differently (no fused multiply-add) and change the samples.
+    p_local = np.empty_like(point)
+    n_world = np.empty_like(point)
     members = [prims[k] for k in batch]
-    n_local = normal_runs(members, p_local, np.asarray(counts))
-    if len(batch) == 1:
-        n_world = poses[batch[0]].rot @ n_local
-    else:
-        n_world = np.empty_like(n_local)
-        for k, run in zip(batch, runs):
-            n_world[:, run] = poses[k].rot @ np.ascontiguousarray(n_local[:, run])
+    runs = _runs(counts)
+    for k, run in zip(batch, runs):
+        p_local[:, run] = poses[k].rot.T @ (point[:, run] - poses[k].pos[:, None])
+    n_local = normal_runs(members, p_local, counts)
+    for k, run in zip(batch, runs):
+        n_world[:, run] = poses[k].rot @ np.ascontiguousarray(n_local[:, run])
     facing = n_world[0] * rays[0] + n_world[1] * rays[1] + n_world[2] * rays[2] > 0
     colour, ids = _texture(members, p_local, n_local, counts)
     return np.where(facing, -n_world, n_world), colour, ids
