@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .errors import StableMTLError
-from .runtime.cli_args import run_cli
+from .cli.args import run_cli
 
 __all__ = ["main", "write_photo_pan", "write_procedural_clip"]
 
@@ -66,7 +66,7 @@ class Demo:
 
 def write_procedural_clip(folder: Path, frames: int, size: tuple[int, int], seed: int = 7) -> Path:
     """A driving clip with ground truth, as PNG frames (lossless: the runtime sees the exact pixels)."""
-    from .training.data.clip import procedural_clip
+    from .data.clip import procedural_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, sample in enumerate(procedural_clip("driving", size=size, frames=frames, seed=seed)):
@@ -111,7 +111,7 @@ def video_frame_png(video: Path, png: Path, index: int | None = None) -> Path | 
 def trivial_baseline(domain: str, size: str, frames: int) -> dict:
     """The best constant predictions on the same held-out frames ``stablemtl-eval`` scores."""
     from .eval.evaluate import evaluate, fit_trivial_baseline
-    from .training.data.procedural import procedural_split
+    from .data.procedural import procedural_split
 
     h, w = (int(v) for v in size.split("x"))
     samples = procedural_split("test", domain, size=(h, w), length=frames)

@@ -28,7 +28,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_artifacts(tiny_checkpoint, tmp_path_factory) -> Path:
     """``tiny_checkpoint`` exported multi-stream, fp32 + fp16, at the tiny preset's 64x128 (verified)."""
     from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
-    from stablemtl_edge.manifest import Mode, Precision
+    from stablemtl_edge.artifact.manifest import Mode, Precision
 
     out = tmp_path_factory.mktemp("tiny_artifacts") / "artifact"
     export_artifacts(

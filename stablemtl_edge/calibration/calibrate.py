@@ -34,9 +34,9 @@ import onnx
 import onnxruntime
 
 from ..errors import StableMTLError
-from ..manifest import Component, ComponentEntry, Manifest, Mode, Precision, file_sha256, parse_enum
+from ..artifact.manifest import Component, ComponentEntry, Manifest, Mode, Precision, file_sha256, parse_enum
 from ..runtime.api import components_for
-from ..sample import Sample
+from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
 from .data import CalibrationSet, load_calibration_set
 from .gate import GateThresholds, OnGateFail, PipelineRun, TaskVerdict, heldout_samples, judge, run_pipeline

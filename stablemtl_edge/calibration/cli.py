@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..runtime.cli_args import run_cli
-from ..manifest import Component
+from ..cli.args import run_cli
+from ..artifact.manifest import Component
 from .calibrate import calibrate_artifact
 from .exclusions import DEFAULT_RULES
 from .gate import DEFAULT_THRESHOLD, GateThresholds, OnGateFail

@@ -170,7 +170,7 @@ def _from_source(spec: str, size: int, resolution: tuple[int, int], seed: int, t
 
 def _procedural(size: int, resolution: tuple[int, int], seed: int) -> CalibrationSet:
     # numpy-only generator; imported here so reading a folder does not load the scene renderer.
-    from ..training.data.procedural import Split, procedural_split
+    from ..data.procedural import Split, procedural_split
 
     if size < 1:
         raise StableMTLError(f"the calibration size must be >= 1 frame pair, got {size}")

@@ -10,7 +10,7 @@ right way on a small held-out set.
 
 The default held-out set is the procedural generator's *test* split (calibration uses *train*), at the
 artifact's processing size, with every task the generator can label; users pass their own labelled
-samples (any :class:`~stablemtl_edge.sample.Sample` sequence, e.g. a benchmark reader) instead.
+samples (any :class:`~stablemtl_edge.data.sample.Sample` sequence, e.g. a benchmark reader) instead.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import numpy as np
 
 from ..errors import StableMTLError
 from ..eval import MAIN_METRIC, EvalResult, evaluate
-from ..manifest import Component, Manifest, Mode, Precision
+from ..artifact.manifest import Component, Manifest, Mode, Precision
 from ..runtime.api import Runtime
 from ..runtime.backends.base import Backend
-from ..sample import Sample
+from ..data.sample import Sample
 from ..tasks import TASK_NAMES, get_task
 
 __all__ = [
@@ -181,7 +181,7 @@ def heldout_samples(resolution: tuple[int, int], frames: int = 6) -> list[Sample
 
     Every domain labels every task it can (``AVAILABLE_TASKS``); the driving domain labels all seven.
     """
-    from ..training.data.procedural import AVAILABLE_TASKS, Domain, Split, procedural_split
+    from ..data.procedural import AVAILABLE_TASKS, Domain, Split, procedural_split
 
     if frames < 1:
         raise StableMTLError(f"the gate needs at least 1 held-out frame, got {frames}")

@@ -18,7 +18,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from ..errors import StableMTLError
-from ..manifest import Component, ComponentEntry, Manifest, Precision
+from ..artifact.manifest import Component, ComponentEntry, Manifest, Precision
 from ..runtime.api import Runtime
 from ..runtime.backends.base import Backend
 from ..tasks import TaskName

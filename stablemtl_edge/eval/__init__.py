@@ -3,7 +3,7 @@
 Typical use::
 
     from stablemtl_edge.eval import evaluate, fit_trivial_baseline
-    from stablemtl_edge.eval.benchmarks import CityscapesReader
+    from stablemtl_edge.data.benchmarks import CityscapesReader
 
     bench = CityscapesReader("/data/cityscapes", size=(256, 512))
     result = evaluate(runtime, bench, ["semantic"], benchmark=bench.name)

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..runtime.cli_args import run_cli
-from ..sample import Sample
+from ..cli.args import run_cli
+from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
-from .benchmarks import (
+from ..data.benchmarks import (
     CityscapesReader,
     DiodeReader,
     EvalCrop,
@@ -95,7 +95,7 @@ def open_samples(args: argparse.Namespace) -> tuple[Sequence[Sample], tuple[str,
     """The sample sequence and the tasks it labels, from the parsed command line."""
     bench = BenchmarkName(args.benchmark)
     if bench is BenchmarkName.PROCEDURAL:
-        from ..training.data.procedural import procedural_split  # numpy-only; imported only when asked
+        from ..data.procedural import procedural_split  # numpy-only; imported only when asked
 
         size = _size(args.size) or (128, 160)
         source = procedural_split(args.split, args.domain, size=size, length=args.frames or 64)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import StableMTLError
-from ..sample import Sample
+from ..data.sample import Sample
 from ..tasks import NUM_CLASSES, TaskName, TaskSpec, get_task, parse_tasks
 from .accumulate import Accumulator
 from .depth_metrics import DepthAccumulator
@@ -112,7 +112,7 @@ def evaluate(
     Args:
         predictor: see :class:`Predictor`; called once per sample with ``sample.frame2`` (None when the
             sample has no second frame).
-        samples: any iterable of :class:`~stablemtl_edge.sample.Sample` (a benchmark reader, the
+        samples: any iterable of :class:`~stablemtl_edge.data.sample.Sample` (a benchmark reader, the
             procedural split); consumed once.
         tasks: tasks to score (None = all seven); a sample contributes to those it labels.
         benchmark: name written into the result.

@@ -26,7 +26,7 @@ import torch
 from .. import __version__
 from ..atomic import atomic_directory
 from ..errors import StableMTLError
-from ..manifest import (
+from ..artifact.manifest import (
     MANIFEST_NAME,
     Component,
     ComponentEntry,
@@ -39,7 +39,7 @@ from ..manifest import (
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, resolve_checkpoint
 from ..model.stablemtl import StableMTL
 from ..tasks import TASKS
-from .compare import Comparator
+from ..artifact.compare import Comparator
 from .components import ComponentSpec, component_specs, feature_specs
 from .fp16 import convert_to_fp16
 from .onnx_export import ExportOptions, export_component

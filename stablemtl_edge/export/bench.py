@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
-from ..runtime.cli_args import run_cli
-from ..manifest import Manifest, Precision
+from ..cli.args import run_cli
+from ..artifact.manifest import Manifest, Precision
 
 __all__ = ["GOAL", "run_bench", "main"]
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..manifest import Mode, Precision, ShapeProfile, parse_enum
+from ..artifact.manifest import Mode, Precision, ShapeProfile, parse_enum
 
 __all__ = [
     "main", "build_parser", "parse_resolution", "parse_dynamic_hw", "parse_precisions", "parse_tolerance_overrides"
@@ -58,7 +58,7 @@ def parse_dynamic_hw(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def parse_tolerance_overrides(specs: Sequence[str]) -> dict[str, float]:
     """``TASK:ATOL`` or ``COMPONENT:ATOL`` pairs; an unknown name is refused with the valid ones."""
-    from ..manifest import Component
+    from ..artifact.manifest import Component
     from ..tasks import get_task
 
     out = {}

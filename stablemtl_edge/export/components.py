@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import UNET_DOWNSAMPLE, VAE_DOWNSAMPLE, ModelPreset
 from ..errors import StableMTLError
-from ..manifest import (
+from ..artifact.manifest import (
     NUM_FEATURES,
     Component,
     FeatureSpec,

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..runtime.cli_args import run_cli
-from ..manifest import Mode, Precision
+from ..cli.args import run_cli
+from ..artifact.manifest import Mode, Precision
 
 __all__ = ["OfficialSizeReport", "export_official_size", "main"]
 

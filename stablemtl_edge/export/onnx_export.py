@@ -23,7 +23,7 @@ import onnx
 import torch
 
 from ..errors import StableMTLError
-from ..manifest import parse_enum
+from ..artifact.manifest import parse_enum
 from ..model.stablemtl import StableMTL
 from .components import ComponentSpec
 

@@ -3,10 +3,10 @@
 Each graph of the requested precision (fp16 graphs, or int8 QDQ graphs from calibration) is parsed into a
 *strongly-typed* network, so TensorRT follows the types written in the ONNX (TensorRT 11 has no other
 mode; TensorRT 10 on JetPack 6 supports it too). The optimisation profile comes from the manifest's
-:class:`~stablemtl_edge.manifest.ShapeProfile`; the builder optimisation level, workspace limit and a
+:class:`~stablemtl_edge.artifact.manifest.ShapeProfile`; the builder optimisation level, workspace limit and a
 timing cache (``engines/timing.cache``, shared by builds on one machine) are options; build phases are
 reported through ``IProgressMonitor`` when this TensorRT has it. Engines go to the cache of
-:mod:`stablemtl_edge.runtime.engine_cache`: a cached engine is reused only when its key and plan match.
+:mod:`stablemtl_edge.artifact.engine_cache`: a cached engine is reused only when its key and plan match.
 
 Only :func:`build_engines` and the classes it uses touch TensorRT; the shape translation is plain data.
 """
@@ -23,8 +23,8 @@ from typing import Any
 
 from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import StableMTLError
-from ..manifest import Component, ComponentEntry, FeatureSpec, Manifest, Precision, ShapeProfile, file_sha256
-from ..runtime.engine_cache import (
+from ..artifact.manifest import Component, ComponentEntry, FeatureSpec, Manifest, Precision, ShapeProfile, file_sha256
+from ..artifact.engine_cache import (
     ENGINE_FILE,
     ENGINES_DIR,
     TIMING_CACHE_FILE,

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from ..errors import MissingDependencyError, StableMTLError
-from ..manifest import Component, ComponentEntry, Manifest, Mode, Precision, aux_feature_name, feature_name
+from ..artifact.manifest import Component, ComponentEntry, Manifest, Mode, Precision, aux_feature_name, feature_name
 from ..model.multistream import auxiliary_tasks
 from ..model.stablemtl import StableMTL, unet_input
 from ..tasks import NUM_TASKS, TASKS
-from .compare import Comparator, Tolerance
+from ..artifact.compare import Comparator, Tolerance
 from .components import ComponentSpec
 
 __all__ = [
@@ -340,7 +340,7 @@ def verify_artifact(
     Raises:
         StableMTLError: a missing or changed file, a graph onnxruntime cannot load, or a parity failure.
     """
-    from ..manifest import file_sha256
+    from ..artifact.manifest import file_sha256
 
     directory = Path(directory)
     manifest = Manifest.load(directory)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import UNET_DOWNSAMPLE, VAE_DOWNSAMPLE, ModelPreset, get_preset
 from ..errors import StableMTLError
-from ..manifest import Mode, parse_enum
+from ..artifact.manifest import Mode, parse_enum
 from ..tasks import TASKS, TaskSpec, parse_tasks
 from .embeddings import pseudo_task_embeddings
 from .multistream import MainStreamUNet, auxiliary_tasks, stack_features

@@ -12,7 +12,7 @@ runner is activated.
 
 from __future__ import annotations
 
-from ..manifest import Mode, Precision
+from ..artifact.manifest import Mode, Precision
 from .api import Runtime
 from .backends import Backend
 from .prediction import FrameResult, Prediction

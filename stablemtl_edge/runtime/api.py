@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import StableMTLError
-from ..manifest import Component, Manifest, Mode, Precision, parse_enum
+from ..artifact.manifest import Component, Manifest, Mode, Precision, parse_enum
 from ..tasks import TaskName, TaskSpec, get_task, parse_tasks
 from .backends import Backend, BaseRunner, create_runner, engines_available
 from .backends.onnxruntime import ProviderSpec
@@ -112,7 +112,7 @@ class Runtime:
         """Open an artifact directory and activate its runners.
 
         Args:
-            path: artifact directory (``manifest.json``, see :mod:`stablemtl_edge.manifest`).
+            path: artifact directory (``manifest.json``, see :mod:`stablemtl_edge.artifact.manifest`).
             tasks: task keys, a comma-separated string, ``"all"``, or None (all 7); canonical order is kept.
             mode: ``single`` (one UNet row per task) or ``multi`` (needs a multi-stream artifact).
             backend: ``auto`` (native TensorRT when installed and engines are cached, else onnxruntime),

@@ -30,9 +30,9 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
-from ..manifest import Component, Mode, aux_feature_name, feature_name
+from ..artifact.manifest import Component, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, get_task
-from .cli_args import (
+from ..cli.args import (
     HelpFormatter,
     add_artifact_args,
     add_runtime_args,
@@ -42,7 +42,7 @@ from .cli_args import (
     runtime_option_grid,
 )
 from .preprocess import Letterbox
-from .ros.options import RuntimeOptions
+from .options import RuntimeOptions
 from .sources import PatternSource, open_source
 from .stream import DropPolicy, Sink, Stream, StreamItem
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
-from ..manifest import Manifest, Precision
-from .cli_args import HelpFormatter, add_artifact_args, describe, run_cli
+from ..artifact.manifest import Manifest, Precision
+from ..cli.args import HelpFormatter, add_artifact_args, describe, run_cli
 from .sinks import opencv_has_gui
 
 __all__ = [

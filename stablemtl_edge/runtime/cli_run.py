@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..manifest import parse_enum
-from .cli_args import (
+from ..artifact.manifest import parse_enum
+from ..cli.args import (
     HelpFormatter,
     add_artifact_args,
     add_runtime_args,

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import StableMTLError
-from ..manifest import Component, Manifest, Mode, aux_feature_name, feature_name
+from ..artifact.manifest import Component, Manifest, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, TaskSpec
 from .backends.base import BaseRunner
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from ..errors import StableMTLError
-from ..sample import Label, Sample
+from ..data.sample import Label, Sample
 from ..tasks import TaskSpec, get_task
-from .data.augment import Augmentation, resize_sample
+from ..data.augment import Augmentation, resize_sample
 
 __all__ = ["TaskBatch", "crop_sample", "prepare_sample", "collate"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
-from .data.allocator import retain_freed_memory
+from ..data.allocator import retain_freed_memory
 
 __all__ = ["main", "build_parser"]
 
@@ -197,7 +197,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_pool(args: argparse.Namespace) -> int:
-    from .data.procedural import procedural_split
+    from ..data.procedural import procedural_split
     from .pool import write_pool
 
     for item in args.count.split(","):

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
 from ..errors import StableMTLError
-from ..sample import Label, Sample
-from .data.dataset import SampleSource
+from ..data.sample import Label, Sample
+from ..data.dataset import SampleSource
 
 __all__ = ["write_pool", "NpzPool", "POOL_META"]
 

@@ -18,9 +18,9 @@ import torch
 from ..eval import DEPTH_RANGES, EvalResult, TaskResult, delta_m, evaluate, fit_trivial_baseline, make_accumulator
 from ..model.checkpoint import load_pretrained, save_pretrained
 from ..model.stablemtl import StableMTL
-from ..sample import Sample
+from ..data.sample import Sample
 from ..tasks import get_task
-from .data.procedural import DOMAIN_TASKS, Domain, procedural_split
+from ..data.procedural import DOMAIN_TASKS, Domain, procedural_split
 from .validate import evaluate_model
 
 __all__ = ["HeldoutReport", "heldout_samples", "latent_ceiling", "heldout_report", "release_model"]

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import StableMTLError
-from ..sample import Sample
+from ..data.sample import Sample
 from ..tasks import get_task
-from .data.dataset import SampleSource, TaskMixture
+from ..data.dataset import SampleSource, TaskMixture
 
 __all__ = ["TRAINING_ORDER", "MicroBatch", "TaskSampler"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
-from .data.dataset import Corpus, SampleSource, SkipBadSamples, TaskMixture, official_mixture
-from .data.procedural import procedural_split
+from ..data.dataset import Corpus, SampleSource, SkipBadSamples, TaskMixture, official_mixture
+from ..data.procedural import procedural_split
 from .pool import POOL_META, NpzPool
 
 __all__ = ["DataConfig", "build_sources", "corpus_of_domain", "expand_pools"]
@@ -74,14 +74,14 @@ def expand_pools(paths: Sequence[str | Path]) -> list[Path]:
 
 def _real_source(corpus: Corpus, root: str) -> SampleSource:
     if corpus is Corpus.HYPERSIM:
-        from .data.hypersim import HypersimSource
+        from ..data.hypersim import HypersimSource
 
         return HypersimSource(root)
     if corpus is Corpus.VKITTI2:
-        from .data.vkitti2 import VKitti2Source
+        from ..data.vkitti2 import VKitti2Source
 
         return VKitti2Source(root)
-    from .data.flyingthings3d import FlyingThings3DSource
+    from ..data.flyingthings3d import FlyingThings3DSource
 
     return FlyingThings3DSource(root)
 

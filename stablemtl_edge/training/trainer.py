@@ -39,7 +39,7 @@ from ..model.checkpoint import save_pretrained
 from ..model.stablemtl import StableMTL
 from ..tasks import parse_tasks
 from .batch import collate, prepare_sample
-from .data.augment import Augmentation
+from ..data.augment import Augmentation
 from .optim import OptimConfig, build_optimizer, build_scheduler
 from .sampler import TaskSampler
 from .sources import DataConfig, build_sources

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ..eval import EvalResult, evaluate
-from ..manifest import Mode
+from ..artifact.manifest import Mode
 from ..model.stablemtl import StableMTL, frames_to_tensor
-from ..sample import Sample
+from ..data.sample import Sample
 from ..tasks import TASKS, parse_tasks
-from .data.dataset import SampleSource
+from ..data.dataset import SampleSource
 
 __all__ = ["ModelPredictor", "take_samples", "evaluate_model", "vae_psnr", "main_metrics"]
 

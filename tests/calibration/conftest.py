@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stablemtl_edge.calibration import CalibrationResult, GateThresholds, calibrate_artifact
-from stablemtl_edge.manifest import Manifest
+from stablemtl_edge.artifact.manifest import Manifest
 from tests.runtime.artifact_zoo import copy_artifact
 
 

@@ -12,7 +12,7 @@ import pytest
 from stablemtl_edge.calibration import GateThresholds, calibrate_artifact, cpu_int8_support
 from stablemtl_edge.calibration.cli import main
 from stablemtl_edge.errors import StableMTLError
-from stablemtl_edge.manifest import MANIFEST_NAME, Component, Manifest, Precision, file_sha256
+from stablemtl_edge.artifact.manifest import MANIFEST_NAME, Component, Manifest, Precision, file_sha256
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.tasks import TASK_NAMES
 

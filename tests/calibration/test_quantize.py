@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from stablemtl_edge.calibration import QUANTIZED_OP_TYPES, inspect_qdq, resolve_exclusions
 from stablemtl_edge.calibration.quantize import QuantizeOptions
 from stablemtl_edge.errors import StableMTLError
-from stablemtl_edge.manifest import Component, Precision
+from stablemtl_edge.artifact.manifest import Component, Precision
 
 
 def _int8_graph(calibrated) -> onnx.ModelProto:

@@ -8,7 +8,7 @@ import pytest
 from stablemtl_edge.calibration.data import load_calibration_set
 from stablemtl_edge.calibration.record import RecordedFeeds, record_feeds
 from stablemtl_edge.errors import StableMTLError
-from stablemtl_edge.manifest import Component, Manifest, Mode, Precision
+from stablemtl_edge.artifact.manifest import Component, Manifest, Mode, Precision
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.tasks import NUM_TASKS, TASKS
 from tests.runtime.artifact_zoo import HEIGHT, WIDTH, ToyModel

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from stablemtl_edge.manifest import Component, Precision
+from stablemtl_edge.artifact.manifest import Component, Precision
 from stablemtl_edge.runtime import Runtime
 from tests.runtime.artifact_zoo import copy_artifact
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stablemtl_edge.eval.cli import main
-from stablemtl_edge.manifest import Mode
+from stablemtl_edge.artifact.manifest import Mode
 from tests.runtime.artifact_zoo import ToyModel
 
 
@@ -49,7 +49,7 @@ def test_user_errors_are_one_line(tmp_path, artifact, capsys):
 
 
 def test_procedural_held_out_split(tmp_path, artifact, capsys):
-    pytest.importorskip("stablemtl_edge.training.data.procedural", reason="procedural data generator not present")
+    pytest.importorskip("stablemtl_edge.data.procedural", reason="procedural data generator not present")
     argv = [str(artifact), "--benchmark", "procedural", "--domain", "indoor", "--split", "val", "--frames", "2",
             "--size", "32x48", "--no-progress", "--json", str(tmp_path / "p.json"), "--threads", "1"]
     assert main(argv) == 0

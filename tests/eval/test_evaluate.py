@@ -4,7 +4,7 @@ import pytest
 
 from stablemtl_edge.errors import StableMTLError
 from stablemtl_edge.eval import TrivialBaseline, evaluate, fit_trivial_baseline, resize_prediction
-from stablemtl_edge.sample import Label, Sample
+from stablemtl_edge.data.sample import Label, Sample
 from stablemtl_edge.tasks import IGNORE_ID
 
 

@@ -14,7 +14,7 @@ import pytest
 from stablemtl_edge import StableMTLError
 from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
 from stablemtl_edge.export.verify import OrtComponents, chunked, load_reference, run_pipeline, verify_artifact
-from stablemtl_edge.manifest import Component, Manifest, Mode, Precision, file_sha256
+from stablemtl_edge.artifact.manifest import Component, Manifest, Mode, Precision, file_sha256
 from stablemtl_edge.tasks import TASK_NAMES
 
 POLYGRAPHY = Path(sys.executable).with_name("polygraphy")

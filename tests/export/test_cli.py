@@ -8,7 +8,7 @@ import pytest
 
 from stablemtl_edge.export.cli import main
 from stablemtl_edge.export.tensorrt import TENSORRT_MISSING
-from stablemtl_edge.manifest import Manifest, file_sha256
+from stablemtl_edge.artifact.manifest import Manifest, file_sha256
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

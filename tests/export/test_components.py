@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from stablemtl_edge import StableMTLError
-from stablemtl_edge.export.compare import Comparator, Tolerance, parse_tolerances
+from stablemtl_edge.artifact.compare import Comparator, Tolerance, parse_tolerances
 from stablemtl_edge.export.components import check_resolution, component_specs
 from stablemtl_edge.export.onnx_export import ExportOptions, Exporter, export_component
-from stablemtl_edge.manifest import Component, Mode, ShapeProfile
+from stablemtl_edge.artifact.manifest import Component, Mode, ShapeProfile
 from stablemtl_edge.model.stablemtl import StableMTL
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from stablemtl_edge import StableMTLError
 from stablemtl_edge.export.tensorrt import BuildOptions, build_engines, profile_shapes
-from stablemtl_edge.manifest import Component, ComponentEntry, Manifest, Precision, ShapeProfile, TensorSpec
-from stablemtl_edge.runtime.engine_cache import (
+from stablemtl_edge.artifact.manifest import Component, ComponentEntry, Manifest, Precision, ShapeProfile, TensorSpec
+from stablemtl_edge.artifact.engine_cache import (
     ENGINE_FILE,
     CacheStatus,
     EngineKey,
@@ -48,7 +48,7 @@ def test_key_is_deterministic_and_covers_every_field():
 
 
 def _cache(tmp_path, key, component=Component.UNET, plan=b"serialized engine bytes"):
-    from stablemtl_edge.manifest import file_sha256
+    from stablemtl_edge.artifact.manifest import file_sha256
 
     d = engine_dir(tmp_path, key)
     d.mkdir(parents=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from stablemtl_edge.export.official_size import export_official_size
-from stablemtl_edge.manifest import Mode
+from stablemtl_edge.artifact.manifest import Mode
 
 
 @pytest.mark.slow

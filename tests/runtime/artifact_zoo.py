@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from stablemtl_edge.config import get_preset
-from stablemtl_edge.manifest import (
+from stablemtl_edge.artifact.manifest import (
     MANIFEST_NAME,
     Component,
     ComponentEntry,

@@ -5,9 +5,9 @@ import argparse
 import pytest
 
 from stablemtl_edge.errors import StableMTLError
-from stablemtl_edge.manifest import Mode, Precision
+from stablemtl_edge.artifact.manifest import Mode, Precision
 from stablemtl_edge.runtime.backends.base import Backend
-from stablemtl_edge.runtime.cli_args import (
+from stablemtl_edge.cli.args import (
     add_artifact_args,
     add_runtime_args,
     options_label,

@@ -8,7 +8,7 @@ import pytest
 
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.runtime.cli_bench import BenchSettings, OfficialSchedule, bench_config, main, soak
-from stablemtl_edge.runtime.ros.options import RuntimeOptions
+from stablemtl_edge.runtime.options import RuntimeOptions
 from stablemtl_edge.runtime.sources import PatternSource
 from tests.runtime.artifact_zoo import HEIGHT, WIDTH, ToyModel
 

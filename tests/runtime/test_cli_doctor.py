@@ -16,8 +16,8 @@ from stablemtl_edge.runtime.cli_doctor import (
     probe_model,
     provider_checks,
 )
-from stablemtl_edge.manifest import Component, Manifest, Precision, file_sha256
-from stablemtl_edge.runtime.engine_cache import EngineKey, EngineRecord, EngineTarget, engine_dir, write_record
+from stablemtl_edge.artifact.manifest import Component, Manifest, Precision, file_sha256
+from stablemtl_edge.artifact.engine_cache import EngineKey, EngineRecord, EngineTarget, engine_dir, write_record
 from tests.runtime.artifact_zoo import BROKEN, ToyModel, copy_artifact
 
 

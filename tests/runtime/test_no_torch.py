@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from stablemtl_edge.manifest import Mode
+from stablemtl_edge.artifact.manifest import Mode
 from tests.runtime.artifact_zoo import ToyModel
 
 BLOCKED = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "safetensors.torch")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stablemtl_edge.errors import StableMTLError
-from stablemtl_edge.manifest import Mode
+from stablemtl_edge.artifact.manifest import Mode
 from stablemtl_edge.runtime import FrameResult, Prediction, Runtime
 from stablemtl_edge.tasks import TASK_NAMES, get_task
 from tests.runtime.artifact_zoo import HEIGHT, WIDTH, ToyModel

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from stablemtl_edge.errors import MissingDependencyError, StableMTLError
-from stablemtl_edge.manifest import Component, Manifest, Mode, Precision, ShapeProfile, file_sha256
+from stablemtl_edge.artifact.manifest import Component, Manifest, Mode, Precision, ShapeProfile, file_sha256
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.runtime.backends import OnnxRuntimeRunner
 from stablemtl_edge.runtime.backends.tensorrt import TensorRTRunner, load_engine_for, probe_target
-from stablemtl_edge.runtime.engine_cache import EngineKey, EngineRecord, EngineTarget, engine_dir, write_record
+from stablemtl_edge.artifact.engine_cache import EngineKey, EngineRecord, EngineTarget, engine_dir, write_record
 from tests.runtime.artifact_zoo import BROKEN, HEIGHT, WIDTH, ToyModel
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -8,7 +8,7 @@ crop-and-resize of the reference.
 import numpy as np
 import pytest
 
-from stablemtl_edge.manifest import Manifest
+from stablemtl_edge.artifact.manifest import Manifest
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.tasks import TASK_NAMES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stablemtl_edge.manifest import Mode
+from stablemtl_edge.artifact.manifest import Mode
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.tasks import TASK_NAMES, get_task
 from tests.runtime.artifact_zoo import HEIGHT, WIDTH, ToyModel

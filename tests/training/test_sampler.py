@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from stablemtl_edge.errors import StableMTLError
-from stablemtl_edge.training.data.dataset import Corpus, official_mixture
-from stablemtl_edge.training.data.procedural import ProceduralSource
+from stablemtl_edge.data.dataset import Corpus, official_mixture
+from stablemtl_edge.data.procedural import ProceduralSource
 from stablemtl_edge.training.sampler import TRAINING_ORDER, TaskSampler
 
 

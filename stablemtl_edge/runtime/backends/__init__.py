@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ...manifest import ComponentEntry
+from ...artifact.manifest import ComponentEntry
 from .base import Backend, BaseRunner
 from .onnxruntime import OnnxRuntimeRunner, ProviderSpec
 from .tensorrt import TensorRTRunner, engines_available, load_engine_for

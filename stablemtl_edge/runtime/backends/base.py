@@ -22,7 +22,7 @@ from types import TracebackType
 import numpy as np
 
 from ...errors import StableMTLError
-from ...manifest import ComponentEntry, TensorSpec
+from ...artifact.manifest import ComponentEntry, TensorSpec
 
 __all__ = ["Backend", "BaseRunner", "FeedObserver"]
 

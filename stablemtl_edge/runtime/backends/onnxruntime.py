@@ -19,7 +19,7 @@ from typing import Any, Union
 import numpy as np
 
 from ...errors import MissingDependencyError, StableMTLError
-from ...manifest import ComponentEntry
+from ...artifact.manifest import ComponentEntry
 from .base import BaseRunner
 
 __all__ = ["OnnxRuntimeRunner", "available_providers", "default_providers", "ProviderSpec"]

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import MissingDependencyError, StableMTLError
-from ...manifest import Component, ComponentEntry, Manifest, Precision, parse_enum
-from ..engine_cache import (
+from ...artifact.manifest import Component, ComponentEntry, Manifest, Precision, parse_enum
+from ...artifact.engine_cache import (
     ENGINES_DIR,
     RECORD_FILE,
     EngineKey,

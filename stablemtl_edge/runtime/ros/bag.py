@@ -21,12 +21,12 @@ import numpy as np
 
 from ...atomic import atomic_directory
 from ...errors import MissingDependencyError, StableMTLError
-from ...manifest import Mode, Precision, parse_enum
+from ...artifact.manifest import Mode, Precision, parse_enum
 from ...tasks import TASK_NAMES
 from ..backends.base import Backend
 from ..preprocess import Layout
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
-from .options import RuntimeOptions
+from ..options import RuntimeOptions
 from .outputs import AlbedoEncoding, FreshPredictions, OutputOptions, OutputTopic, output_topics
 
 try:

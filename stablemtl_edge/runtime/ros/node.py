@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import MissingDependencyError, StableMTLError
-from ...manifest import Mode, Precision, parse_enum
+from ...artifact.manifest import Mode, Precision, parse_enum
 from ...tasks import TASK_NAMES
 from ..api import Runtime
 from ..backends.base import Backend
 from ..stream import DropPolicy, FrameSlot, LatencyWindow
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
-from .options import RuntimeOptions
+from ..options import RuntimeOptions
 from .outputs import AlbedoEncoding, FreshPredictions, OutputOptions, OutputTopic, output_topics
 
 try:

@@ -14,7 +14,7 @@ pytest.importorskip("rosbags", reason='rosbags not installed: pip install "stabl
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 
 from stablemtl_edge.errors import StableMTLError  # noqa: E402
-from stablemtl_edge.manifest import Mode  # noqa: E402
+from stablemtl_edge.artifact.manifest import Mode  # noqa: E402
 from stablemtl_edge.runtime import Runtime  # noqa: E402
 from stablemtl_edge.runtime.preprocess import Layout  # noqa: E402
 from stablemtl_edge.runtime.ros import bag_main  # noqa: E402

@@ -36,7 +36,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from stablemtl_edge.manifest import Mode  # noqa: E402
+from stablemtl_edge.artifact.manifest import Mode  # noqa: E402
 from stablemtl_edge.runtime import Runtime  # noqa: E402
 from stablemtl_edge.runtime.ros.image_conversions import image_to_numpy, numpy_to_image  # noqa: E402
 from stablemtl_edge.runtime.ros.node import StableMTLNode  # noqa: E402
