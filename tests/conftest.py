@@ -12,9 +12,10 @@ import pytest  # noqa: E402
 
 def _make_tiny_checkpoint(directory: Path) -> Path:
     """A random tiny multi-stream model whose task attention is active (so multi-stream != single)."""
+    from stablemtl_edge.model.checkpoint import save_pretrained
     from tests.tiny_model import tiny_with_active_task_attention
 
-    tiny_with_active_task_attention().save_pretrained(str(directory))
+    save_pretrained(tiny_with_active_task_attention(), directory)
     return directory
 
 

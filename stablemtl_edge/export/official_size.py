@@ -52,6 +52,7 @@ def export_official_size(out: Path, mode: Mode = Mode.SINGLE, progress=lambda _:
     """Random sd2 checkpoint -> fp32 artifact at ``out`` (the checkpoint is written to ``out``.ckpt)."""
     import torch
 
+    from ..model.checkpoint import save_pretrained
     from ..model.stablemtl import StableMTL
     from .artifacts import ExportRequest, export_artifacts
 
@@ -59,7 +60,7 @@ def export_official_size(out: Path, mode: Mode = Mode.SINGLE, progress=lambda _:
     ckpt = out.with_name(out.name + ".ckpt")
     progress("building a random sd2 model")
     model = StableMTL.from_preset("sd2", multi_stream=mode is Mode.MULTI, seed=0)
-    model.save_pretrained(str(ckpt))
+    save_pretrained(model, ckpt)
     del model
     torch.set_num_threads(max(1, torch.get_num_threads()))
     result = export_artifacts(ExportRequest(str(ckpt), out, mode, (Precision.FP32,)), progress)

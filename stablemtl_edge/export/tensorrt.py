@@ -140,7 +140,7 @@ def profile_shapes(
 
 def probe_target(trt: ModuleType, device: int = 0) -> EngineTarget:
     """This machine's TensorRT version and GPU (name, compute capability) through cuda-python."""
-    from ..runtime.backends import cuda
+    from .. import cuda
 
     name, cc = cuda.device_info(device)
     return EngineTarget(str(trt.__version__), name, cc)

@@ -183,16 +183,3 @@ class StableMTL(nn.Module):
         specs, latents = self.predict_latents(frame1, frame2, tasks, mode)
         images = self.decode(latents).permute(0, 2, 3, 1).cpu().numpy()  # [k, H, W, 3]
         return {t.key: t.codec.decode(img) for t, img in zip(specs, images)}
-
-    # -- persistence (see checkpoint.py) ---------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, path: str = "demo") -> StableMTL:
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(path)
-
-    def save_pretrained(self, directory: str) -> None:
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
-

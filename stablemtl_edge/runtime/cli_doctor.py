@@ -174,7 +174,7 @@ def environment_checks() -> list[Check]:
 
 def _cuda_checks() -> list[Check]:
     s = "environment"
-    from .backends import cuda
+    from .. import cuda
 
     try:
         rt = cuda.cudart()

@@ -154,10 +154,11 @@ def test_partial_change_reexports_only_what_changed(tiny_artifacts, tiny_checkpo
 
 
 def test_export_refuses_multi_mode_for_a_single_stream_checkpoint(tmp_path):
+    from stablemtl_edge.model.checkpoint import save_pretrained
     from stablemtl_edge.model.stablemtl import StableMTL
 
     ckpt = tmp_path / "single"
-    StableMTL.from_preset("tiny", multi_stream=False, seed=0).save_pretrained(str(ckpt))
+    save_pretrained(StableMTL.from_preset("tiny", multi_stream=False, seed=0), ckpt)
     with pytest.raises(StableMTLError, match="single-stream: export it with `--mode single`"):
         export_artifacts(ExportRequest(str(ckpt), tmp_path / "out", Mode.MULTI))
     assert not (tmp_path / "out").exists()

@@ -210,7 +210,7 @@ def test_auto_backend_without_engines_is_onnxruntime(artifact):
 
 @pytest.mark.skipif(HAVE_CUDA_PYTHON, reason="checks the message given when cuda-python is absent")
 def test_cuda_adapter_without_cuda_python_names_the_extra():
-    from stablemtl_edge.runtime.backends import cuda
+    from stablemtl_edge import cuda
 
     with pytest.raises(MissingDependencyError, match=r"`cuda-python` is not installed .*stablemtl-edge\[gpu\]"):
         cuda.Stream()

@@ -37,7 +37,7 @@ from ...artifact.engine_cache import (
     rebuild_command,
     validate,
 )
-from . import cuda
+from ... import cuda
 from .base import BaseRunner
 
 __all__ = [

@@ -1,9 +1,10 @@
-"""The one adapter between the runtime and CUDA: device memory, pinned host memory, a stream, graphs.
+"""The one adapter between this package and CUDA: device memory, pinned host memory, a stream, graphs.
 
 Written against cuda-python's runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart`` in
 cuda-python < 12.6), imported on first use so that this module imports on a machine without CUDA. Every
-call's status is checked; a failure is a :class:`CudaError` naming the call and CUDA's error name. Only
-the TensorRT runner uses it.
+call's status is checked; a failure is a :class:`CudaError` naming the call and CUDA's error name. The
+TensorRT runner uses it, and the engine builder asks it which GPU it builds for; it lives outside both
+stages so that export never imports the runtime.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import MissingDependencyError, StableMTLError
+from .errors import MissingDependencyError, StableMTLError
 
 __all__ = ["CudaError", "cudart", "device_info", "Stream", "DeviceBuffer", "PinnedBuffer", "GraphExec"]
 
