@@ -191,7 +191,8 @@ def _build(args: argparse.Namespace) -> int:
 
 # -- import-official -------------------------------------------------------------------------------------------
 def _import_official(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import import_official, save_pretrained
+    from ..model.checkpoint import save_pretrained
+    from ..model.official import import_official
 
     model = import_official(args.single_stream, args.sd2, args.multi_stream, preset=args.preset, progress=_say)
     save_pretrained(model, args.out)

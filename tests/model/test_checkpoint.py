@@ -1,6 +1,7 @@
 """Checkpoints: our format round trip, and import of files written in the official release layout."""
 
 import json
+import shutil
 import tarfile
 
 import numpy as np
@@ -12,7 +13,8 @@ from diffusers import UNet2DConditionModel
 
 from stablemtl_edge import StableMTLError
 from stablemtl_edge.config import get_preset
-from stablemtl_edge.model.checkpoint import import_official, load_pretrained, save_pretrained
+from stablemtl_edge.model.checkpoint import load_pretrained, save_pretrained
+from stablemtl_edge.model.official import import_official
 from stablemtl_edge.model.stablemtl import StableMTL
 from stablemtl_edge.model.unet import ATTENTION_LAYERS, self_attention_path
 from stablemtl_edge.tasks import TASK_NAMES, TASKS
@@ -116,13 +118,33 @@ def official(tmp_path_factory):
     ckpt.mkdir(parents=True)
     torch.save(main_state, ckpt / "diffusion_pytorch_model.bin")
     (ckpt / "config.json").write_text(json.dumps({"_class_name": "UNet3DConditionModel"}))
-    (root / "multi_stream" / "config.yaml").write_text(yaml.safe_dump({"tasks": list(TASK_NAMES), "n_attns": 16}))
+    (root / "multi_stream" / "config.yaml").write_text(yaml.safe_dump(RELEASE_CONFIG))
     with tarfile.open(root / "multi_stream.tar.gz", "w:gz") as tar:
         tar.add(root / "multi_stream", arcname="multi_stream")
     return {
         "root": root, "sd2": sd2, "tokenizer": tok, "text": text, "single": single,
         "main_unet": main_unet, "task_attention": source.main.task_attention,
     }
+
+
+# `multi_stream/config.yaml` as released: the training settings sit under `trainer`; n_attns = heads.
+RELEASE_CONFIG = {"trainer": {"output_types": list(TASK_NAMES), "n_attns": 4, "batch_size": 8}}
+
+
+@pytest.mark.parametrize("config, refusal", [
+    ({"output_types": list(TASK_NAMES), "n_attns": 4}, "no `trainer` mapping"),
+    ({"trainer": {"output_types": list(TASK_NAMES), "n_attns": 16}}, r"`trainer.n_attns` \(task-attention heads\) is 16"),
+    ({"trainer": {"output_types": list(TASK_NAMES), "n_attns": 2}}, r"`trainer.n_attns` \(task-attention heads\) is 2"),
+    ({"trainer": {"output_types": list(TASK_NAMES)[:3], "n_attns": 4}}, "`trainer.output_types` is"),
+    ({"trainer": {"output_types": list(reversed(TASK_NAMES)), "n_attns": 4}}, "in this order"),
+    ({"trainer": {"n_attns": 4}}, "`trainer.output_types` must be the list"),
+])
+def test_multi_stream_config_is_read_as_released(official, tmp_path, config, refusal):
+    multi = tmp_path / "multi_stream"
+    shutil.copytree(official["root"] / "multi_stream", multi)
+    (multi / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(StableMTLError, match=refusal):
+        import_official(official["root"] / "single_stream_unet.pth", official["sd2"], multi, preset="tiny")
 
 
 def _clip_embedding(official, task):
