@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Signals that end a stream cleanly, and the `ended_by` they leave in the statistics.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 T = TypeVar("T")
 
 
@@ -370,35 +373,37 @@ class Stream:
         return done
 
     def run(self) -> StreamStats:
-        """Start, wait for the end (Ctrl-C stops cleanly, a second Ctrl-C raises), and return the final
-        statistics.
+        """Start, wait for the end, and return the final statistics.
 
-        In the main thread, Ctrl-C is taken by a SIGINT handler that stops the stream, not as a
-        KeyboardInterrupt: Python drops an exception raised while the main thread happens to run a
-        finaliser (``Exception ignored in ...``), and a dropped interrupt would leave an endless source
-        running forever. The previous handler is restored on return.
+        In the main thread, Ctrl-C (SIGINT) and SIGTERM (what systemd and ``docker stop`` send) stop the
+        stream cleanly: the sinks finish their files and the statistics come back; a second signal while
+        stopping raises KeyboardInterrupt. They are taken by handlers, not as a KeyboardInterrupt: Python
+        drops an exception raised while the main thread happens to run a finaliser (``Exception ignored
+        in ...``), and a dropped interrupt would leave an endless source running forever. The previous
+        handlers are restored on return.
         """
-        previous = None
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
             self.start()
             while not self.join(timeout=0.1):
                 pass
-        except KeyboardInterrupt:  # outside the main thread, or a second Ctrl-C while stopping
+        except KeyboardInterrupt:  # outside the main thread, or a second signal while stopping
             log.info("interrupted: stopping the stream")
             self.stop("interrupted")
             self.join()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return self.stats
 
-    def _on_sigint(self, signum: int, frame: object) -> None:
+    def _on_signal(self, signum: int, frame: object) -> None:
         if self._stop.is_set():
-            signal.default_int_handler(signum, frame)  # stopping takes too long: the user insists
-        log.info("interrupted: stopping the stream")
-        self.stop("interrupted")
+            raise KeyboardInterrupt  # stopping takes too long: the user insists
+        reason = STOP_SIGNALS[signum]
+        log.info("%s: stopping the stream", reason)
+        self.stop(reason)
 
     @property
     def max_pending(self) -> int:

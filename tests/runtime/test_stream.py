@@ -198,8 +198,22 @@ def test_ctrl_c_is_taken_by_a_handler_while_running_and_the_previous_one_comes_b
     before = signal.getsignal(signal.SIGINT)
     stream = Stream(PatternSource(16, 16), BoxRuntime(), [Collect(on_write=look)])
     assert stream.run().ended_by == "interrupted"
-    assert seen == [stream._on_sigint]
+    assert seen == [stream._on_signal]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_stops_cleanly_and_the_previous_handler_comes_back():
+    """systemd and `docker stop` send SIGTERM: the same clean stop as Ctrl-C, named for what it was."""
+    def terminate(item):
+        if item.frame.index == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    stream = Stream(PatternSource(16, 16), BoxRuntime(), [Collect(on_write=terminate)])
+    stats = stream.run()
+    assert stats.ended_by == "terminated" and stats.processed >= 3
+    assert not stream.running and src_closed(stream)
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_camera_disconnect_ends_the_stream_cleanly(tmp_path):
