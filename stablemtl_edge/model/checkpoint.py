@@ -20,6 +20,7 @@ from ..atomic import atomic_directory
 from ..config import ModelPreset
 from ..errors import StableMTLError
 from .stablemtl import StableMTL
+from .weight_files import read_safetensors
 
 __all__ = ["save_pretrained", "load_pretrained", "load_state_dict_checked", "BUNDLED_MODELS", "bundled_model_dir"]
 
@@ -90,21 +91,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_pretrained(path: str | Path = "demo", device: str | torch.device = "cpu") -> StableMTL:
     """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = resolve_checkpoint(path)
     config = read_config(directory)
     preset = ModelPreset.from_dict(config["preset"])
     model = StableMTL.from_preset(preset, multi_stream=bool(config.get("multi_stream")))
     weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise StableMTLError(f"`{weights}` is missing; the checkpoint is incomplete")
-    try:
-        state = load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise StableMTLError(f"`{weights}` could not be read ({e}); the file is truncated or corrupt") from None
-    load_state_dict_checked(model, state, str(weights))
+    load_state_dict_checked(model, read_safetensors(weights, device), str(weights))
     model.source = {"checkpoint": str(directory), **{k: v for k, v in config.items() if not k.startswith("_")}}
     return model.to(device).eval()
 
@@ -124,3 +116,4 @@ def load_state_dict_checked(module: torch.nn.Module, state: Mapping[str, torch.T
                 f"`{origin}`: key `{k}` has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
             )
     module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)
+

@@ -35,7 +35,8 @@ import torch
 
 from .. import __version__
 from ..errors import StableMTLError
-from ..model.checkpoint import save_pretrained
+from ..model.checkpoint import load_state_dict_checked, save_pretrained
+from ..model.weight_files import read_safetensors, read_torch_file
 from ..model.stablemtl import StableMTL
 from ..tasks import parse_tasks
 from .batch import collate, prepare_sample
@@ -53,6 +54,10 @@ MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 DEFAULT_VAE_CROP = (64, 64)
+
+
+class DamagedCheckpoint(StableMTLError):
+    """A checkpoint file is missing, truncated or not what it should be (``--resume`` falls back past it)."""
 
 
 class Precision(str, enum.Enum):
@@ -249,34 +254,97 @@ class Trainer:
         acc.wait_for_everyone()
         return final
 
-    def load_checkpoint(self, directory: Path) -> int:
-        """Restore weights, optimizer, scheduler, scaler, RNG and sampler; return the step reached."""
-        from safetensors.torch import load_file
+    def read_checkpoint(self, directory: Path) -> dict[str, Any]:
+        """Read and check every file of a checkpoint before anything is restored.
 
-        from ..model.checkpoint import load_state_dict_checked
-
+        Raises:
+            DamagedCheckpoint: a file is missing, truncated, not what it should be, or pickles code.
+            StableMTLError: an intact checkpoint of another run (stage, processes).
+        """
         acc = self.accelerator
-        meta = json.loads((directory / "trainer.json").read_text(encoding="utf-8"))
-        if meta["config"]["stage"] != self.config.stage.value:
-            raise StableMTLError(f"`{directory}` is a `{meta['config']['stage']}` checkpoint, this run is `{self.config.stage}`")
+        meta_file = directory / "trainer.json"
+        if not meta_file.is_file():
+            raise DamagedCheckpoint(f"`{meta_file}` is missing (the checkpoint is incomplete)")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DamagedCheckpoint(f"`{meta_file}` is not valid JSON ({type(e).__name__})") from None
+        missing = [k for k in ("step", "sampler", "config", "world_size") if not isinstance(meta, dict) or k not in meta]
+        if missing or not isinstance(meta["step"], int) or not isinstance(meta["config"], dict):
+            raise DamagedCheckpoint(f"`{meta_file}` is not a trainer record (missing or bad: {', '.join(missing) or 'step'})")
+        if meta["config"].get("stage") != self.config.stage.value:
+            raise StableMTLError(f"`{directory}` is a `{meta['config'].get('stage')}` checkpoint, this run is `{self.config.stage}`")
         if meta["world_size"] != acc.num_processes:
             raise StableMTLError(
                 f"`{directory}` was written by {meta['world_size']} process(es), this run has {acc.num_processes}: "
                 "resume with the same number of processes (the sample schedule depends on it)"
             )
-        load_state_dict_checked(self.model, load_file(str(directory / "model.safetensors"), device=str(acc.device)), str(directory))
-        opt = torch.load(directory / "optimizer.pt", map_location=acc.device, weights_only=True)
-        self.optimizer.load_state_dict(opt["optimizer"])
-        self.scheduler.load_state_dict(opt["scheduler"])
-        if acc.scaler is not None and "scaler" in opt:
-            acc.scaler.load_state_dict(opt["scaler"])
-        rng_file = directory / f"rng-{acc.process_index}.pt"
-        rng = torch.load(rng_file, weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"], acc.device)
-        self.sampler.load_state_dict(meta["sampler"])
-        return int(meta["step"])
+        try:
+            weights = read_safetensors(directory / "model.safetensors", acc.device)
+            opt = read_torch_file(directory / "optimizer.pt", acc.device)
+            rng_file = directory / f"rng-{acc.process_index}.pt"
+            rng = read_torch_file(rng_file)
+        except StableMTLError as e:
+            raise DamagedCheckpoint(str(e)) from None
+        if not isinstance(opt, dict) or not all(isinstance(opt.get(k), dict) for k in ("optimizer", "scheduler")):
+            raise DamagedCheckpoint(f"`{directory / 'optimizer.pt'}` does not hold the optimizer and scheduler states")
+        if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
+            raise DamagedCheckpoint(f"`{rng_file}` does not hold the RNG states")
+        return {"meta": meta, "weights": weights, "optimizer": opt, "rng": rng, "directory": directory}
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Restore weights, optimizer, scheduler, scaler, RNG and sampler from :meth:`read_checkpoint`."""
+        acc, directory = self.accelerator, state["directory"]
+        load_state_dict_checked(self.model, state["weights"], str(directory / "model.safetensors"))
+        opt = state["optimizer"]
+        try:
+            self.optimizer.load_state_dict(opt["optimizer"])
+            self.scheduler.load_state_dict(opt["scheduler"])
+            if acc.scaler is not None and "scaler" in opt:
+                acc.scaler.load_state_dict(opt["scaler"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise StableMTLError(
+                f"`{directory / 'optimizer.pt'}` does not fit this run's optimizer ({type(e).__name__}); "
+                "resume with the settings the run was started with"
+            ) from None
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"], acc.device)
+        self.sampler.load_state_dict(state["meta"]["sampler"])
+        return int(state["meta"]["step"])
+
+    def load_checkpoint(self, directory: Path) -> int:
+        """Read, check and restore one checkpoint; return the step reached."""
+        return self.restore(self.read_checkpoint(directory))
+
+    def resume_from_latest_good(self) -> tuple[Path, int]:
+        """Restore the newest readable checkpoint; each damaged newer one is named in a warning and kept.
+
+        All processes try the same candidates in the same order and agree on each before restoring.
+        """
+        acc = self.accelerator
+        candidates = checkpoint_dirs(self.output)[::-1]
+        if not candidates:
+            raise StableMTLError(f"--resume: `{self.output}` has no checkpoint to resume from; drop --resume to start")
+        for i, directory in enumerate(candidates):
+            try:
+                state, problem = self.read_checkpoint(directory), None
+            except DamagedCheckpoint as e:
+                state, problem = None, str(e)
+            if acc.num_processes > 1:
+                ok = acc.reduce(torch.tensor(float(problem is None), device=acc.device), "sum")
+                if int(ok) != acc.num_processes and problem is None:
+                    state, problem = None, f"`{directory}` is damaged on another process"
+            if problem is None:
+                return directory, self.restore(state)
+            if i + 1 == len(candidates):
+                raise StableMTLError(
+                    f"--resume: {problem}; no earlier checkpoint to fall back to: restore the file, or start over "
+                    f"with a new --output (nothing was deleted)"
+                )
+            log.warning("--resume: skipping checkpoint %s: %s; trying %s (nothing was deleted)",
+                        directory.name, problem, candidates[i + 1].name)
+        raise AssertionError("unreachable")
 
     # -- validation ------------------------------------------------------------------------------------
     def validate(self, step: int) -> dict[str, Any] | None:
@@ -322,15 +390,12 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         start = 0
-        latest = latest_checkpoint(self.output)
         if resume:
-            if latest is None:
-                raise StableMTLError(f"--resume: `{self.output}` has no checkpoint to resume from; drop --resume to start")
-            start = self.load_checkpoint(latest)
+            latest, start = self.resume_from_latest_good()
             self._truncate_log("train.jsonl", start)
             self._truncate_log("validation.jsonl", start)
             log.info("resumed from %s at step %d", latest, start)
-        elif latest is not None:
+        elif (latest := (checkpoint_dirs(self.output) or [None])[-1]) is not None:
             raise StableMTLError(
                 f"`{self.output}` already holds checkpoints (latest {latest.name}): pass --resume to continue, "
                 "or choose a new --output"

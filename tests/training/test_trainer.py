@@ -114,3 +114,74 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, st
     assert moved > 1e-4  # the weights did change ...
     assert float(diff.mean()) < 1e-3 * moved, f"mean difference {float(diff.mean())} vs mean update {moved}"
     assert float((diff > 1e-5).float().mean()) < 1e-3  # ... identically, but for rounding
+
+
+# -- damaged checkpoints on --resume -----------------------------------------------------------------------
+class _Payload:
+    """Pickles to a call that creates ``marker``: a weights-only load must refuse it without running it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _pickle_payload(path: Path) -> None:
+    torch.save({"optimizer": _Payload(path.parent / "PWNED"), "torch": _Payload(path.parent / "PWNED")}, path)
+
+
+DAMAGE = {
+    "truncated optimizer.pt": ("optimizer.pt", _truncate),
+    "garbage trainer.json": ("trainer.json", lambda p: p.write_bytes(b"\x00{not json")),
+    "bad model.safetensors": ("model.safetensors", lambda p: p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}garbage")),
+    "pickle payload in optimizer.pt": ("optimizer.pt", _pickle_payload),
+    "pickle payload in rng-0.pt": ("rng-0.pt", _pickle_payload),
+    "missing trainer.json": ("trainer.json", Path.unlink),
+}
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory, start_model) -> Path:
+    """A finished 2-step run with checkpoints at steps 1 and 2."""
+    run = tmp_path_factory.mktemp("two") / "run"
+    train(replace(_config(run, start_model, stage="single", steps=2), checkpoint_every=1))
+    return run
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_only_checkpoint_is_one_line_naming_the_file(tmp_path, start_model, two_checkpoints, case):
+    name, damage = DAMAGE[case]
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    shutil.rmtree(run / "checkpoints" / "step-0000001")
+    damage(run / "checkpoints" / "step-0000002" / name)
+    with pytest.raises(StableMTLError) as info:
+        train(_config(run, start_model, stage="single", steps=3), resume=True)
+    message = str(info.value)
+    assert name in message and "\n" not in message and "new --output" in message
+    assert not (run / "checkpoints" / "PWNED").exists() and not (run / "checkpoints" / "step-0000002" / "PWNED").exists()
+    assert (run / "checkpoints" / "step-0000002").is_dir()  # nothing was deleted
+
+
+@pytest.mark.parametrize("case", ["missing trainer.json", "truncated optimizer.pt"])
+def test_resume_says_which_checkpoint_it_skips_and_uses_the_previous_good_one(
+    tmp_path, start_model, two_checkpoints, case, caplog
+):
+    name, damage = DAMAGE[case]
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    shutil.rmtree(run / "model")
+    damage(run / "checkpoints" / "step-0000002" / name)
+    with caplog.at_level("WARNING", logger="stablemtl_edge.training.trainer"):
+        train(_config(run, start_model, stage="single", steps=2), resume=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("step-0000002" in w and name in w and "step-0000001" in w for w in warnings), warnings
+    steps = [json.loads(line)["step"] for line in (run / "train.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # step 2 was redone from step 1
+    a, b = _weights(two_checkpoints), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # and ends exactly where the undamaged run ended
