@@ -194,8 +194,14 @@ def _import_official(args: argparse.Namespace) -> int:
     from ..model.checkpoint import save_pretrained
     from ..model.official import import_official
 
-    model = import_official(args.single_stream, args.sd2, args.multi_stream, preset=args.preset, progress=_say)
-    save_pretrained(model, args.out)
+    model = import_official(args.single_stream, args.sd2, args.multi_stream, preset=args.preset, progress=_say,
+                            embeddings=args.embeddings)
+    save_pretrained(model, args.out, overwrite=args.overwrite)
+    if args.write_embeddings:
+        from ..model.embeddings import save_task_embeddings
+
+        save_task_embeddings(args.write_embeddings, model.unet.task_embeddings, model.unet.task_lengths, str(args.sd2))
+        print(f"task embeddings -> {args.write_embeddings} (pass it as --embeddings to skip the text encoder)")
     print(f"PASSED import -> {args.out} ({'multi' if model.multi_stream else 'single'}-stream)")
     return 0
 
@@ -260,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sd2", required=True, help="diffusers-format stable-diffusion-2 directory (vae, text encoder)")
     p.add_argument("--preset", default="sd2", help="architecture preset of the checkpoint")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of ours already at --out")
+    p.add_argument("--embeddings", default=None, metavar="FILE",
+                   help="precomputed task embeddings (safetensors keyed by task name) instead of the text encoder")
+    p.add_argument("--write-embeddings", default=None, metavar="FILE",
+                   help="also write the seven task embeddings to FILE, for later imports with --embeddings")
     p.set_defaults(func=_import_official)
 
     p = sub.add_parser("bench", formatter_class=fmt,

@@ -20,9 +20,9 @@ from ..atomic import atomic_directory
 from ..config import ModelPreset
 from ..errors import StableMTLError
 from .stablemtl import StableMTL
-from .weight_files import read_safetensors
+from .weight_files import load_state_dict_checked, read_safetensors
 
-__all__ = ["save_pretrained", "load_pretrained", "load_state_dict_checked", "BUNDLED_MODELS", "bundled_model_dir"]
+__all__ = ["save_pretrained", "load_pretrained", "BUNDLED_MODELS", "bundled_model_dir"]
 
 log = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
@@ -36,8 +36,14 @@ def bundled_model_dir(name: str) -> Path:
 
 
 # -- our format -------------------------------------------------------------------------------------------
-def save_pretrained(model: StableMTL, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` atomically (the directory appears complete or not at all)."""
+def save_pretrained(
+    model: StableMTL, directory: str | Path, extra: Mapping[str, Any] | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically (the directory appears complete or not at all).
+
+    An existing checkpoint of ours at ``directory`` is replaced only with ``overwrite``; anything else there
+    is refused (:func:`stablemtl_edge.atomic.atomic_directory`).
+    """
     from safetensors.torch import save_file
 
     config = {
@@ -48,7 +54,7 @@ def save_pretrained(model: StableMTL, directory: str | Path, extra: Mapping[str,
         **(dict(extra) if extra else {}),
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, kind="checkpoint", overwrite=overwrite) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "class": CLASS_NAME})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return Path(directory)
@@ -99,21 +105,4 @@ def load_pretrained(path: str | Path = "demo", device: str | torch.device = "cpu
     load_state_dict_checked(model, read_safetensors(weights, device), str(weights))
     model.source = {"checkpoint": str(directory), **{k: v for k, v in config.items() if not k.startswith("_")}}
     return model.to(device).eval()
-
-
-def load_state_dict_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
-    """Strict load whose errors name the first offending key, its shapes and the file."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        raise StableMTLError(f"`{origin}` lacks {len(missing)} expected key(s), first `{missing[0]}`")
-    if unexpected:
-        raise StableMTLError(f"`{origin}` has {len(unexpected)} unexpected key(s), first `{unexpected[0]}`")
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise StableMTLError(
-                f"`{origin}`: key `{k}` has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
-            )
-    module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)
 

@@ -20,11 +20,12 @@ import torch
 from ..config import ModelPreset, get_preset
 from ..errors import MissingDependencyError, StableMTLError
 from ..tasks import TASK_NAMES
-from .checkpoint import load_state_dict_checked
-from .embeddings import clip_task_embeddings
+from .embeddings import clip_task_embeddings, load_task_embeddings
 from .stablemtl import StableMTL
 from .unet import ATTENTION_LAYERS, TaskUNet, build_unet, self_attention_path
 from .vae import LatentVAE
+from .weight_files import load_state_dict_checked, read_folder_weights
+from .weight_files import read_torch_file as read_weights_only
 
 __all__ = ["import_official", "read_torch_file", "split_task_attention"]
 
@@ -33,15 +34,7 @@ log = logging.getLogger(__name__)
 
 def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a ``.pth``/``.bin`` state dict safely (``weights_only``), unwrap and strip prefixes."""
-    if not path.is_file():
-        raise StableMTLError(f"`{path}` does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise StableMTLError(
-            f"`{path}` could not be read as a PyTorch state dict ({type(e).__name__}); it may be truncated "
-            "or not a weights-only file"
-        ) from None
+    obj = read_weights_only(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
@@ -136,6 +129,7 @@ def import_official(
     multi_stream: str | Path | None = None,
     preset: str | ModelPreset = "sd2",
     progress: Callable[[str], None] = log.info,
+    embeddings: str | Path | None = None,
 ) -> StableMTL:
     """Build a :class:`StableMTL` from the official release, fully offline.
 
@@ -146,6 +140,8 @@ def import_official(
             None imports a single-stream model.
         preset: the architecture the files must match (``sd2`` for the release).
         progress: receives one line per check, for the command-line log.
+        embeddings: precomputed task embeddings (safetensors keyed by task name, see
+            :func:`.embeddings.save_task_embeddings`) used instead of the SD2 text encoder.
     """
     try:
         from diffusers import AutoencoderKL
@@ -165,15 +161,27 @@ def import_official(
     expected_unet = build_unet(preset)
     progress(f"{single_stream}: {len(state)} tensors (the {preset.name} UNet has {len(expected_unet.state_dict())})")
 
-    progress("computing the seven task embeddings with the SD2 text encoder")
-    table, lengths = clip_task_embeddings(sd2_dir)
+    if embeddings is not None:
+        progress(f"reading the task embeddings from {embeddings}")
+        table, lengths = load_task_embeddings(embeddings, preset.text_embed_dim)
+    else:
+        progress("computing the seven task embeddings with the SD2 text encoder")
+        table, lengths = clip_task_embeddings(sd2_dir)
     progress(f"task embedding lengths {lengths.tolist()} (official: 3, 3, 4, 4, 4, 5, 3)")
 
-    vae = AutoencoderKL.from_pretrained(sd2_dir / "vae", local_files_only=True).float()
+    try:
+        vae_config = AutoencoderKL.load_config(sd2_dir / "vae", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise StableMTLError(f"`{sd2_dir / 'vae' / 'config.json'}` could not be read ({e})") from None
     for key in ("block_out_channels", "latent_channels", "layers_per_block"):
-        have, want = tuple(vae.config[key]) if key == "block_out_channels" else vae.config[key], preset.vae[key]
-        if have != (tuple(want) if isinstance(want, (list, tuple)) else want):
+        have, want = vae_config.get(key), preset.vae[key]
+        norm = (lambda v: tuple(v) if isinstance(v, (list, tuple)) else v)
+        if norm(have) != norm(want):
             raise StableMTLError(f"`{sd2_dir / 'vae'}`: {key} = {have}, preset `{preset.name}` expects {want}")
+    vae = AutoencoderKL.from_config(vae_config).float()
+    vae_file, vae_state = read_folder_weights(sd2_dir / "vae", "diffusion_pytorch_model")
+    load_state_dict_checked(vae, vae_state, str(vae_file))
+    del vae_state
 
     unet = TaskUNet(expected_unet, table, lengths)
     load_state_dict_checked(unet.unet, base, str(single_stream))

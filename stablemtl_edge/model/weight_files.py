@@ -8,6 +8,7 @@ goes through the same safe path as a safetensors one.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 
 from ..errors import StableMTLError
 
-__all__ = ["read_safetensors", "read_torch_file", "read_folder_weights"]
+__all__ = ["read_safetensors", "read_torch_file", "read_folder_weights", "load_state_dict_checked"]
 
 
 def read_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -47,9 +48,9 @@ def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any
         raise StableMTLError(f"`{path}` could not be read safely ({type(e).__name__}): {reason}") from None
 
 
-def read_folder_weights(folder: Path, stem: str) -> tuple[Path, dict[str, torch.Tensor]]:
+def read_folder_weights(folder: Path, *stems: str) -> tuple[Path, dict[str, torch.Tensor]]:
     """The weights of a diffusers/transformers folder: ``<stem>.safetensors``, else ``<stem>.bin`` (or fp16)."""
-    names = [f"{stem}{variant}.{ext}" for variant in ("", ".fp16") for ext in ("safetensors", "bin")]
+    names = [f"{s}{variant}.{ext}" for variant in ("", ".fp16") for ext in ("safetensors", "bin") for s in stems]
     for name in names:
         path = folder / name
         if path.is_file():
@@ -58,5 +59,23 @@ def read_folder_weights(folder: Path, stem: str) -> tuple[Path, dict[str, torch.
                 raise StableMTLError(f"`{path}` does not hold a state dict of tensors")
             return path, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     if any(folder.glob("*.index.json")):
-        raise StableMTLError(f"`{folder}` holds sharded weights: merge them into one `{stem}.safetensors` first")
+        raise StableMTLError(f"`{folder}` holds sharded weights: merge them into one `{stems[0]}.safetensors` first")
     raise StableMTLError(f"`{folder}` has none of {', '.join(names)}")
+
+
+def load_state_dict_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Strict load whose errors name the first offending key, its shapes and the file."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        raise StableMTLError(f"`{origin}` lacks {len(missing)} expected key(s), first `{missing[0]}`")
+    if unexpected:
+        raise StableMTLError(f"`{origin}` has {len(unexpected)} unexpected key(s), first `{unexpected[0]}`")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise StableMTLError(
+                f"`{origin}`: key `{k}` has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
+            )
+    module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)
+

@@ -35,8 +35,8 @@ import torch
 
 from .. import __version__
 from ..errors import StableMTLError
-from ..model.checkpoint import load_state_dict_checked, save_pretrained
-from ..model.weight_files import read_safetensors, read_torch_file
+from ..model.checkpoint import save_pretrained
+from ..model.weight_files import load_state_dict_checked, read_safetensors, read_torch_file
 from ..model.stablemtl import StableMTL
 from ..tasks import parse_tasks
 from .batch import collate, prepare_sample
@@ -443,7 +443,7 @@ class Trainer:
             bar.close()
         model_dir = self.output / MODEL_DIR
         if acc.is_main_process:
-            save_pretrained(self.model, model_dir, extra={"training": {
+            save_pretrained(self.model, model_dir, overwrite=True, extra={"training": {
                 "stage": cfg.stage.value, "steps": cfg.steps, "seed": cfg.seed, "init_from": cfg.init_from,
                 "processes": acc.num_processes, "global_batch": cfg.batch * cfg.accumulation * acc.num_processes}})
         acc.wait_for_everyone()

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 import tarfile
 
 import numpy as np
@@ -270,3 +271,63 @@ def test_import_strips_a_module_prefix_and_unwraps_state_dict(official, tmp_path
     torch.save(wrapped, tmp_path / "wrapped.pth")
     model = import_official(tmp_path / "wrapped.pth", official["sd2"], preset="tiny")
     torch.testing.assert_close(model.unet.unet.conv_in.weight, official["single"]["conv_in.weight"])
+
+
+def _bin_folder(src, dst, stem):
+    """Copy a diffusers/transformers folder with its safetensors weights re-saved as a torch ``.bin``."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        torch.save(load_file(str(f)), dst / f"{stem}.bin")
+        f.unlink()
+
+
+def test_sd2_folder_with_bin_weights_imports_like_safetensors(official, tmp_path):
+    sd2 = tmp_path / "sd2-bin"
+    sd2.mkdir()
+    shutil.copytree(official["sd2"] / "tokenizer", sd2 / "tokenizer")
+    _bin_folder(official["sd2"] / "vae", sd2 / "vae", "diffusion_pytorch_model")
+    _bin_folder(official["sd2"] / "text_encoder", sd2 / "text_encoder", "pytorch_model")
+    assert (sd2 / "vae" / "diffusion_pytorch_model.bin").is_file() and (sd2 / "text_encoder" / "pytorch_model.bin").is_file()
+    single = official["root"] / "single_stream_unet.pth"
+    a = import_official(single, official["sd2"], preset="tiny")
+    b = import_official(single, sd2, preset="tiny")
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v, atol=0, rtol=0)
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "PWNED",))
+
+    torch.save({"encoder.conv_in.weight": Payload()}, sd2 / "vae" / "diffusion_pytorch_model.bin")
+    with pytest.raises(StableMTLError, match=r"diffusion_pytorch_model\.bin.*refused unread"):
+        import_official(single, sd2, preset="tiny")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_precomputed_embeddings_replace_the_text_encoder(official, tmp_path):
+    from stablemtl_edge.model.embeddings import load_task_embeddings, save_task_embeddings
+
+    single = official["root"] / "single_stream_unet.pth"
+    a = import_official(single, official["sd2"], preset="tiny")
+    file = save_task_embeddings(tmp_path / "embeddings.safetensors", a.unet.task_embeddings, a.unet.task_lengths)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(file))
+    assert sorted(stored) == sorted(TASK_NAMES)
+    for task in TASKS:  # keyed by task name, unpadded: exactly the text encoder's output
+        torch.testing.assert_close(stored[task.key], _clip_embedding(official, task)[0], atol=0, rtol=0)
+    vae_only = tmp_path / "sd2-vae-only"
+    shutil.copytree(official["sd2"] / "vae", vae_only / "vae")  # no text encoder, no tokenizer
+    b = import_official(single, vae_only, official["root"] / "multi_stream", preset="tiny", embeddings=file)
+    torch.testing.assert_close(b.unet.task_embeddings, a.unet.task_embeddings, atol=0, rtol=0)
+    assert b.unet.task_lengths.tolist() == a.unet.task_lengths.tolist()
+    with pytest.raises(StableMTLError, match=r"tokenizer` is missing.*--embeddings"):
+        import_official(single, vae_only, preset="tiny")
+    del stored["albedo"]
+    from safetensors.torch import save_file
+
+    save_file(stored, str(tmp_path / "six.safetensors"))
+    with pytest.raises(StableMTLError, match=r"six\.safetensors.*keyed"):
+        load_task_embeddings(tmp_path / "six.safetensors", PRESET.text_embed_dim)
