@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/stablemtl-demo --out $(OUT)
+	$(BIN)/stablemtl-demo --out $(OUT) --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic import prepare_output_directory
 from .errors import StableMTLError
 from .cli.args import run_cli
 
@@ -149,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (replaced)")
+    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier demo's output folder (anything else there is never removed)")
     parser.add_argument("--checkpoint", default="demo", help="checkpoint directory or bundled model name")
     parser.add_argument("--clip-frames", type=int, default=36, help="frames of each demo clip")
     parser.add_argument("--eval-frames", type=int, default=8, help="held-out frames per domain for the report")
@@ -158,10 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out: Path = prepare_output_directory(args.out, "demo", overwrite=args.overwrite)
     art = out / "artifacts"
     demo = Demo(out, steps=8)
     started = time.perf_counter()

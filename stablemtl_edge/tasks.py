@@ -307,6 +307,12 @@ def parse_tasks(names: str | Iterable[str | TaskName | TaskSpec] | None) -> tupl
         if names.strip().lower() == "all":
             return TASKS
         names = [n for n in names.split(",") if n.strip()]
+    names = list(names) if isinstance(names, Iterable) else names
+    if not isinstance(names, list) or not all(isinstance(n, (str, TaskSpec)) for n in names):
+        raise StableMTLError(
+            f"tasks must be task names (a list or a comma-separated string) or `all`, got {names!r}: "
+            f"choose from {', '.join(TASK_NAMES)}"
+        )
     specs = {get_task(n).index: get_task(n) for n in names}
     if not specs:
         raise StableMTLError(f"the task list is empty: choose from {', '.join(TASK_NAMES)} or `all`")

@@ -147,8 +147,6 @@ def test_export_never_imports_the_runtime():
     assert not offenders, "export/ must speak to the runtime only through artifact/: " + ", ".join(offenders)
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 14 item 3): cli/args.py imports runtime/ at top level, so "
-                   "the export tools that use the CLI shell reach the runtime through it")
 def test_export_never_reaches_the_runtime_through_top_level_imports():
     reached = sorted({t for m in GRAPH if m.startswith("stablemtl_edge.export")
                       for t in _reachable(m, TOP) if t.startswith("stablemtl_edge.runtime")})

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..cli.args import run_cli
+from ..cli.shell import run_cli
 from ..artifact.manifest import Component
 from .calibrate import calibrate_artifact
 from .exclusions import DEFAULT_RULES

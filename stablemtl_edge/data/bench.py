@@ -24,7 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
-from ..cli.args import run_cli
+from ..cli.shell import run_cli
 from .allocator import retain_freed_memory
 from .procedural import AVAILABLE_TASKS, DOMAIN_TASKS, Domain, parse_domain, procedural_split
 

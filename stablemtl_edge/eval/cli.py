@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..cli.args import run_cli
+from ..cli.shell import run_cli
 from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
 from ..data.benchmarks import (

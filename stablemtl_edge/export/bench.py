@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
-from ..cli.args import run_cli
+from ..cli.shell import run_cli
 from ..artifact.manifest import Manifest, Precision
 
 __all__ = ["GOAL", "run_bench", "main"]

@@ -116,6 +116,7 @@ def _export(args: argparse.Namespace) -> int:
         precisions=parse_precisions(args.precision),
         profile=profile,
         options=ExportOptions.for_exporter(args.exporter, args.opset),
+        overwrite=args.overwrite,
     )
     bar, step = _progress_bar("export")
     try:
@@ -224,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="checkpoint -> ONNX artifact directory (the default command)", formatter_class=fmt)
     p.add_argument("checkpoint", nargs="?", default="demo", help="checkpoint directory or a bundled model name")
-    p.add_argument("--out", required=True, help="artifact directory to write (replaced atomically)")
+    p.add_argument("--out", required=True, help="artifact directory to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an artifact of ours already at --out (atomically, once the new one is verified)")
     p.add_argument("--mode", default="multi", choices=[m.value for m in Mode],
                    help="multi also exports the main stream (and serves single-stream)")
     p.add_argument("--precision", default="fp32,fp16",

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..atomic import remove_own_directory
 from ..cli.args import run_cli
 from ..artifact.manifest import Mode, Precision
 
@@ -90,12 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(args: argparse.Namespace) -> int:
         out = Path(args.out)
+        written = [p for p in (out, out.with_name(out.name + ".ckpt")) if not p.exists()]  # never what was there
         try:
             report = export_official_size(out, Mode(args.mode), lambda m: print(m, file=sys.stderr, flush=True))
         finally:
             if not args.keep:
-                shutil.rmtree(out, ignore_errors=True)
-                shutil.rmtree(out.with_name(out.name + ".ckpt"), ignore_errors=True)
+                for p in written:
+                    remove_own_directory(p)
         print(report.markdown())
         if args.json:
             Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")

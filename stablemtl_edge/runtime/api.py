@@ -95,7 +95,7 @@ class Runtime:
         cls,
         path: str | Path,
         tasks: str | Iterable[str | TaskName] | None = None,
-        mode: Mode | str = Mode.SINGLE,
+        mode: Mode | str | None = Mode.SINGLE,
         backend: Backend | str = Backend.AUTO,
         precision: Precision | str = Precision.FP32,
         providers: Sequence[ProviderSpec] | None = None,
@@ -114,7 +114,8 @@ class Runtime:
         Args:
             path: artifact directory (``manifest.json``, see :mod:`stablemtl_edge.artifact.manifest`).
             tasks: task keys, a comma-separated string, ``"all"``, or None (all 7); canonical order is kept.
-            mode: ``single`` (one UNet row per task) or ``multi`` (needs a multi-stream artifact).
+            mode: ``single`` (one UNet row per task) or ``multi`` (needs a multi-stream artifact); None =
+                what the artifact serves (the command-line tools' and the ROS node's default).
             backend: ``auto`` (native TensorRT when installed and engines are cached, else onnxruntime),
                 ``onnxruntime`` or ``tensorrt``.
             precision: which exported graphs (or engines) to run.
@@ -132,7 +133,7 @@ class Runtime:
         directory = Path(path)
         if manifest is None:
             manifest = Manifest.load(directory)
-        mode = parse_enum(Mode, mode, "mode")
+        mode = manifest.mode if mode is None else parse_enum(Mode, mode, "mode")
         precision = parse_enum(Precision, precision, "precision")
         backend = parse_enum(Backend, backend, "backend")
         specs = parse_tasks(tasks)

@@ -32,15 +32,8 @@ from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..artifact.manifest import Component, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, get_task
-from ..cli.args import (
-    HelpFormatter,
-    add_artifact_args,
-    add_runtime_args,
-    describe,
-    options_label,
-    run_cli,
-    runtime_option_grid,
-)
+from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
+from .cli_args import add_runtime_args, options_label, runtime_option_grid
 from .preprocess import Letterbox
 from .options import RuntimeOptions
 from .sources import PatternSource, open_source

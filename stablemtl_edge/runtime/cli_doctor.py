@@ -30,7 +30,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..artifact.manifest import Manifest, Precision
-from ..cli.args import HelpFormatter, add_artifact_args, describe, run_cli
+from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
 from .sinks import opencv_has_gui
 
 __all__ = [

@@ -18,16 +18,9 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..artifact.manifest import parse_enum
-from ..cli.args import (
-    HelpFormatter,
-    add_artifact_args,
-    add_runtime_args,
-    describe,
-    options_label,
-    parse_list,
-    run_cli,
-    runtime_options,
-)
+from ..cli.parsers import int_at_least, new_or_dir, parse_list, positive_float, positive_int
+from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
+from .cli_args import add_runtime_args, options_label, runtime_options
 from .sinks import ConsoleSink, FrameFileSink, MontageRenderer, OutputFormat, VideoSink, WindowSink
 from .sources import open_source
 from .stream import DropPolicy, Sink, Stream
@@ -57,26 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("source")
     s.add_argument("--topic", default=None, help="image topic of a ROS 2 bag (default: its only image topic)")
     s.add_argument("--loop", action="store_true", help="restart a video, folder or bag at its end")
-    s.add_argument("--max-frames", type=int, default=None, help="stop after reading this many frames")
+    s.add_argument("--max-frames", type=positive_int, default=None, help="stop after reading this many frames")
     s.add_argument(
         "--drop", choices=[d.value for d in DropPolicy], default=None,
         help="`latest`: process the newest frame and drop older ones (bounded latency); `none`: process every "
         "frame; default: latest for cameras, none for files, folders and bags",
     )  # fmt: skip
     s.add_argument(
-        "--pace-fps", type=float, default=None,
+        "--pace-fps", type=positive_float, default=None,
         help="read the source at this rate (play a file like a camera); default: as fast as it delivers",
     )  # fmt: skip
-    s.add_argument("--camera-retries", type=int, default=3, help="reconnect attempts after a camera disconnects")
+    s.add_argument("--camera-retries", type=int_at_least(0), default=3, help="reconnect attempts after a camera disconnects")
     o = p.add_argument_group("output")
     o.add_argument("--show", action="store_true", help="show the montage in a window (needs an OpenCV with GUI)")
     o.add_argument("--output-video", "-o", type=Path, default=None, help="record the montage to this .mp4/.avi/.mkv")
     o.add_argument(
-        "--video-fps", type=float, default=None,
+        "--video-fps", type=positive_float, default=None,
         help="frame rate written in the video (default: the source's, else --pace-fps, else 10)",
     )  # fmt: skip
-    o.add_argument("--tile-width", type=int, default=480, help="montage tile width in pixels")
-    o.add_argument("--output-dir", type=Path, default=None, help="write every frame's predictions here")
+    o.add_argument("--tile-width", type=int_at_least(64), default=480, help="montage tile width in pixels (>= 64)")
+    o.add_argument("--output-dir", type=new_or_dir, default=None, help="write every frame's predictions here")
     o.add_argument("--save", default="npy,png", help="per-frame formats for --output-dir: npy (values), png (colours)")
     o.add_argument("--stats-json", type=Path, default=None, help="write the run's final statistics to this JSON file")
     o.add_argument("--quiet", "-q", action="store_true", help="no console fps/latency readout")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision, parse_enum
+from ..cli.parsers import parse_pairs
 from ..tasks import TASK_NAMES, get_task, parse_tasks
 from .api import Runtime
 from .backends.base import Backend
@@ -29,7 +30,9 @@ def parse_rates(text: str | Mapping[str, int] | None) -> dict[str, int]:
     """
     if not text:
         return {}
-    items = text.items() if isinstance(text, Mapping) else (_split_rate(p) for p in text.split(",") if p.strip())
+    if not isinstance(text, (str, Mapping)):
+        raise StableMTLError(f"rates must read task:N (e.g. semantic:3), got {text!r}")
+    items = text.items() if isinstance(text, Mapping) else parse_pairs(text, "rate", "task:N", "semantic:3")
     rates: dict[str, int] = {}
     for task, rate in items:
         key = get_task(task).key
@@ -39,19 +42,12 @@ def parse_rates(text: str | Mapping[str, int] | None) -> dict[str, int]:
 
 def _positive_int(value: object, what: str, meaning: str) -> int:
     try:
-        n = int(str(value).strip())
+        n = int(str(value).strip()) if not isinstance(value, (bool, float)) else 0
     except ValueError:
         n = 0
     if n < 1:
         raise StableMTLError(f"{what} must be an integer >= 1 ({meaning}), got `{value}`")
     return n
-
-
-def _split_rate(part: str) -> tuple[str, str]:
-    task, sep, rate = part.partition(":")
-    if not sep:
-        raise StableMTLError(f"rate `{part.strip()}` must read task:N, for example semantic:3")
-    return task.strip(), rate.strip()
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class RuntimeOptions:
     Attributes:
         artifact_dir: exported artifact directory (``manifest.json`` inside).
         tasks: task keys in canonical order.
-        mode: single- or multi-stream.
+        mode: single- or multi-stream; None = what the artifact serves (multi for a multi-stream artifact).
         backend: inference engine.
         precision: which exported precision to load.
         providers: onnxruntime execution providers, or None for the best available.
@@ -71,7 +67,7 @@ class RuntimeOptions:
 
     artifact_dir: Path
     tasks: tuple[str, ...] = TASK_NAMES
-    mode: Mode = Mode.SINGLE
+    mode: Mode | None = None
     backend: Backend = Backend.AUTO
     precision: Precision = Precision.FP32
     providers: tuple[str, ...] | None = None
@@ -83,7 +79,7 @@ class RuntimeOptions:
         cls,
         artifact_dir: str | os.PathLike,
         tasks: str | Iterable[str] | None = None,
-        mode: str | Mode = Mode.SINGLE,
+        mode: str | Mode | None = None,
         backend: str | Backend = Backend.AUTO,
         precision: str | Precision = Precision.FP32,
         providers: str | Iterable[str] | None = None,
@@ -107,7 +103,7 @@ class RuntimeOptions:
         return cls(
             artifact_dir=Path(artifact_dir),
             tasks=keys,
-            mode=parse_enum(Mode, mode, "mode"),
+            mode=parse_enum(Mode, mode, "mode") if mode not in (None, "") else None,
             backend=parse_enum(Backend, backend, "backend"),
             precision=parse_enum(Precision, precision, "precision"),
             providers=provider_list or None,

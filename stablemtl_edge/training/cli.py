@@ -104,6 +104,7 @@ def _add_release(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="trained model directory (<run>/model)")
     p.add_argument("--output", type=Path, required=True, help="destination directory")
     p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="storage precision")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of ours already at --output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +227,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_release(args: argparse.Namespace) -> int:
     from .report import release_model
 
-    path = release_model(args.model, args.output, args.dtype)
+    path = release_model(args.model, args.output, args.dtype, overwrite=args.overwrite)
     size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
     print(f"released {args.model} -> {path} ({size:.1f} MB, {args.dtype})")
     return 0

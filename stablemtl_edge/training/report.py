@@ -141,7 +141,7 @@ def heldout_report(model: str | Path | StableMTL = "demo", split: str = "test", 
                          ceiling=latent_ceiling(model, samples), info=info)
 
 
-def release_model(model_dir: str | Path, output: str | Path, dtype: str = "fp16") -> Path:
+def release_model(model_dir: str | Path, output: str | Path, dtype: str = "fp16", overwrite: bool = False) -> Path:
     """Copy a trained model to ``output`` in the checkpoint format, stored in fp16 (or fp32).
 
     Loading casts back to fp32 (``load_pretrained``), so only storage shrinks.
@@ -151,4 +151,4 @@ def release_model(model_dir: str | Path, output: str | Path, dtype: str = "fp16"
     extra["storage_dtype"] = dtype
     if dtype == "fp16":
         model = model.to(torch.float16)
-    return save_pretrained(model, output, extra=extra)
+    return save_pretrained(model, output, extra=extra, overwrite=overwrite)

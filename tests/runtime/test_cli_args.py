@@ -7,15 +7,9 @@ import pytest
 from stablemtl_edge.errors import StableMTLError
 from stablemtl_edge.artifact.manifest import Mode, Precision
 from stablemtl_edge.runtime.backends.base import Backend
-from stablemtl_edge.cli.args import (
-    add_artifact_args,
-    add_runtime_args,
-    options_label,
-    parse_list,
-    run_cli,
-    runtime_option_grid,
-    runtime_options,
-)
+from stablemtl_edge.cli.parsers import parse_list
+from stablemtl_edge.cli.shell import add_artifact_args, run_cli
+from stablemtl_edge.runtime.cli_args import add_runtime_args, options_label, runtime_option_grid, runtime_options
 from tests.runtime.artifact_zoo import ToyModel
 
 

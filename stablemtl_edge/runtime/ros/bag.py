@@ -194,7 +194,7 @@ class PredictionBagWriter:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.counts: Counter[str] = Counter()
         # Built under a temporary name beside `path` and renamed into place by close(ok=True).
-        self._staging_cm = atomic_directory(self.path)
+        self._staging_cm = atomic_directory(self.path, kind="bag", overwrite=overwrite)
         self._staging = self._staging_cm.__enter__()
         try:
             self._writer: Writer | None = Writer(

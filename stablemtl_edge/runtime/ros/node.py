@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import MissingDependencyError, StableMTLError
-from ...artifact.manifest import Mode, Precision, parse_enum
+from ...artifact.manifest import Precision, parse_enum
 from ...tasks import TASK_NAMES
 from ..api import Runtime
 from ..backends.base import Backend
@@ -44,7 +44,7 @@ try:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException
     from rclpy.lifecycle import Node as LifecycleNode
     from rclpy.lifecycle import Publisher, State, TransitionCallbackReturn
@@ -115,7 +115,7 @@ _C, _A = ReadAt.CONFIGURE, ReadAt.ACTIVATE
 PARAMETERS: dict[str, _Param] = {
     "artifact_dir": _Param("", "artifact directory written by stablemtl-export (holds manifest.json)", _C),
     "tasks": _Param(["all"], f"tasks to run: `all` or a list of {', '.join(TASK_NAMES)}", _C, dynamic=True),
-    "mode": _Param(Mode.SINGLE.value, "single (one UNet pass per task) or multi (multi-stream)", _C),
+    "mode": _Param("", "single (one UNet pass per task) or multi (multi-stream); empty = the artifact's mode", _C),
     "backend": _Param(Backend.AUTO.value, "auto, onnxruntime or tensorrt", _C),
     "precision": _Param(Precision.FP32.value, "fp32, fp16 or int8 (which exported graphs to load)", _C),
     "providers": _Param("", "comma-separated onnxruntime providers; empty = best available", _C),
@@ -300,7 +300,7 @@ class StableMTLNode(LifecycleNode):
         self._diagnostics = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         engines = ", ".join(sorted(set(runtime.describe().values())))
         self.get_logger().info(
-            f"configured: {', '.join(runtime.tasks)} ({settings.runtime.mode}, {settings.runtime.precision}) "
+            f"configured: {', '.join(runtime.tasks)} ({runtime.mode}, {settings.runtime.precision}) "
             f"on {engines}; processing size {runtime.resolution[1]}x{runtime.resolution[0]}"
         )
         for message in runtime.fallbacks():
@@ -540,7 +540,7 @@ def main(args: Sequence[str] | None = None) -> int:
         with _ros(argv):
             try:
                 node = StableMTLNode()
-            except InvalidParameterValueException as exc:
+            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             try:
