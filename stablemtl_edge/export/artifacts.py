@@ -24,7 +24,7 @@ import onnx
 import torch
 
 from .. import __version__
-from ..atomic import atomic_directory
+from ..atomic import MARKER_NAME, atomic_directory, check_replaceable, owned_kind
 from ..errors import StableMTLError
 from ..artifact.manifest import (
     MANIFEST_NAME,
@@ -85,6 +85,8 @@ class ExportRequest:
         precisions: fp32 is always written (the others are derived from and checked against it).
         profile: resolution and batch range.
         options: exporter and opset.
+        overwrite: replace an artifact of ours at ``out`` when something changed (an up-to-date one is
+            left as it is either way); anything else at ``out`` is always refused.
     """
 
     checkpoint: str
@@ -93,6 +95,7 @@ class ExportRequest:
     precisions: tuple[Precision, ...] = (Precision.FP32, Precision.FP16)
     profile: ShapeProfile | None = None
     options: ExportOptions = field(default_factory=ExportOptions)
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         wanted = [Precision.FP32] + [p for p in self.precisions if p is not Precision.FP32]
@@ -166,6 +169,8 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         StableMTLError: a missing or damaged checkpoint, an impossible resolution, a single-stream
             checkpoint asked for ``multi``, or a parity failure (then nothing at ``out`` changes).
     """
+    if owned_kind(request.out) != "artifact":  # refuse a foreign --out before the long work, not after
+        check_replaceable(Path(request.out), "artifact", request.overwrite)
     directory = resolve_checkpoint(request.checkpoint)
     model = load_pretrained(request.checkpoint)
     preset = model.preset
@@ -215,7 +220,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         return ExportResult(previous, out, sorted(fingerprints), [], {})
 
     reused, exported = [], []
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, kind="artifact", overwrite=request.overwrite) as tmp:
         entries: dict[Precision, dict[Component, ComponentEntry]] = {p: {} for p in request.precisions}
         for precision in request.precisions:
             for component, spec in specs.items():
@@ -299,7 +304,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         manifest.files = {
             p.relative_to(tmp).as_posix(): file_sha256(p)
             for p in sorted(tmp.rglob("*"))
-            if p.is_file() and p.relative_to(tmp).parts[0] != ENGINES_DIR and p.name != MANIFEST_NAME
+            if p.is_file() and p.relative_to(tmp).parts[0] != ENGINES_DIR and p.name not in (MANIFEST_NAME, MARKER_NAME)
         }
         manifest.save(tmp)
     return ExportResult(manifest, out, reused, exported, comparators)
