@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import prepare_output_directory
 from .errors import StableMTLError
-from .cli.args import run_cli
+from .cli.shell import run_cli
 
 __all__ = ["main", "write_photo_pan", "write_procedural_clip"]
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import remove_own_directory
-from ..cli.args import run_cli
+from ..cli.shell import run_cli
 from ..artifact.manifest import Mode, Precision
 
 __all__ = ["OfficialSizeReport", "export_official_size", "main"]

@@ -21,12 +21,11 @@ import numpy as np
 
 from ...atomic import atomic_directory
 from ...errors import MissingDependencyError, StableMTLError
-from ...artifact.manifest import Mode, Precision, parse_enum
-from ...tasks import TASK_NAMES
-from ..backends.base import Backend
+from ...artifact.manifest import parse_enum
+from ...cli.shell import HelpFormatter, add_artifact_args, run_cli
+from ..cli_args import add_runtime_args, runtime_options
 from ..preprocess import Layout
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
-from ..options import RuntimeOptions
 from .outputs import AlbedoEncoding, FreshPredictions, OutputOptions, OutputTopic, output_topics
 
 try:
@@ -355,24 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
             "and write the predictions as sensor_msgs/Image topics into a new bag, with the input's headers "
             "and timestamps. Offline: no frame is dropped."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input", type=Path, help="input bag directory (sqlite3 or mcap)")
     parser.add_argument("output", type=Path, help="output bag directory (must not exist, see --overwrite)")
-    parser.add_argument("--artifacts", type=Path, required=True, help="artifact directory from stablemtl-export")
+    add_artifact_args(parser)
     parser.add_argument("--topic", default=None, help="input image topic (default: the bag's only image topic)")
-    parser.add_argument("--tasks", default="all", help=f"comma-separated tasks or `all`: {', '.join(TASK_NAMES)}")
-    parser.add_argument("--mode", default=Mode.SINGLE.value, choices=[m.value for m in Mode],
-                        help="single-stream (one UNet pass per task) or multi-stream (task attention)")
-    parser.add_argument("--backend", default=Backend.AUTO.value, choices=[b.value for b in Backend],
-                        help="inference engine; auto picks TensorRT when its engines are cached")
-    parser.add_argument("--precision", default=Precision.FP32.value, choices=[p.value for p in Precision],
-                        help="which exported precision to load")
-    parser.add_argument("--providers", default="",
-                        help="comma-separated onnxruntime providers (default: the best available)")
-    parser.add_argument("--rates", default="", help="run some tasks every N-th frame, e.g. semantic:3,albedo:2")
-    parser.add_argument("--aux-reuse", type=int, default=1,
-                        help="multi-stream: recompute auxiliary features every N frames (1 = exact)")
+    add_runtime_args(parser)
     parser.add_argument("--prefix", default="/stablemtl", help="namespace of the output topics")
     parser.add_argument("--no-semantic-color", action="store_true",
                         help="do not write <prefix>/semantic/color (rgb8 palette picture of the class ids)")
@@ -389,25 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``stablemtl-ros-bag``: process a bag; user mistakes print one line and exit 1."""
-    args = build_parser().parse_args(argv)
-    try:
-        runtime_options = RuntimeOptions.parse(
-            args.artifacts, args.tasks, args.mode, args.backend, args.precision, args.providers, args.rates,
-            args.aux_reuse,
+    return run_cli(_process, build_parser(), argv)
+
+
+def _process(args: argparse.Namespace) -> int:
+    options = OutputOptions(
+        semantic_color=not args.no_semantic_color,
+        albedo_encoding=AlbedoEncoding.parse(args.albedo_encoding),
+        debug=args.debug,
+    )
+    with runtime_options(args).open() as runtime:
+        summary = process_bag(
+            args.input, args.output, runtime, topic=args.topic, prefix=args.prefix, options=options,
+            storage=args.storage, copy_input=args.copy_input, overwrite=args.overwrite, progress=True,
         )
-        options = OutputOptions(
-            semantic_color=not args.no_semantic_color,
-            albedo_encoding=AlbedoEncoding.parse(args.albedo_encoding),
-            debug=args.debug,
-        )
-        with runtime_options.open() as runtime:
-            summary = process_bag(
-                args.input, args.output, runtime, topic=args.topic, prefix=args.prefix, options=options,
-                storage=args.storage, copy_input=args.copy_input, overwrite=args.overwrite, progress=True,
-            )
-    except StableMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     width = max((len(t) for t in summary.messages), default=5)
     print(f"{'topic':<{width}}  messages")
     for name, count in summary.messages.items():
