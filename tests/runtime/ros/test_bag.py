@@ -13,6 +13,7 @@ pytest.importorskip("rosbags", reason='rosbags not installed: pip install "stabl
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 
+from stablemtl_edge.atomic import MARKER_NAME  # noqa: E402
 from stablemtl_edge.errors import StableMTLError  # noqa: E402
 from stablemtl_edge.artifact.manifest import Mode  # noqa: E402
 from stablemtl_edge.runtime import Runtime  # noqa: E402
@@ -153,7 +154,8 @@ def test_writer_round_trip_is_atomic_and_keeps_headers(tmp_path, storage):
             assert writer.write(_fake_predictions(frame), _header(i), T0 + i) == len(topics)
         assert not out.exists()  # appears only when complete
     assert out.is_dir() and (out / "metadata.yaml").is_file()
-    assert {p.name for p in out.iterdir()} == {"metadata.yaml", f"out.{'db3' if storage == 'sqlite3' else 'mcap'}"}
+    # the bag's own files, plus our marker (what lets a later --overwrite know this folder is ours)
+    assert {p.name for p in out.iterdir()} == {"metadata.yaml", f"out.{'db3' if storage == 'sqlite3' else 'mcap'}", MARKER_NAME}
 
     bag = read_bag(out)
     assert set(bag) == {f"/robot/stablemtl/{t.name}" for t in topics}
