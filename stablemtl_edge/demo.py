@@ -24,6 +24,7 @@ import numpy as np
 
 from .atomic import prepare_output_directory
 from .errors import StableMTLError
+from .cli.parsers import parse_hw
 from .cli.shell import run_cli
 
 __all__ = ["main", "write_photo_pan", "write_procedural_clip"]
@@ -114,7 +115,7 @@ def trivial_baseline(domain: str, size: str, frames: int) -> dict:
     from .eval.evaluate import evaluate, fit_trivial_baseline
     from .data.procedural import procedural_split
 
-    h, w = (int(v) for v in size.split("x"))
+    h, w = parse_hw(size)
     samples = procedural_split("test", domain, size=(h, w), length=frames)
     constant = fit_trivial_baseline(samples)
     return evaluate(constant, samples, samples.tasks, benchmark="trivial", progress=False).to_dict()

@@ -43,7 +43,7 @@ def parse_hw(text: object, what: str = "size", example: str = "384x512") -> tupl
         text = f"{text[0]}x{text[1]}"
     m = _HW.match(str(text))
     if m is None or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise StableMTLError(f"{what} `{text}` is not HxW in pixels (e.g. {example})")
+        raise StableMTLError(f"{what} must read HxW in pixels (e.g. {example}), got `{text}`")
     return int(m.group(1)), int(m.group(2))
 
 

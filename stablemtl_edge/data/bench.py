@@ -24,19 +24,12 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
+from ..cli.parsers import parse_hw
 from ..cli.shell import run_cli
 from .allocator import retain_freed_memory
 from .procedural import AVAILABLE_TASKS, DOMAIN_TASKS, Domain, parse_domain, procedural_split
 
 __all__ = ["main", "run_benchmark"]
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise StableMTLError(f"--size must look like HEIGHTxWIDTH (e.g. 128x160), got `{text}`") from None
-    return h, w
 
 
 def run_benchmark(domains: Sequence[Domain], size: tuple[int, int], count: int, repeat: int = 3,
@@ -111,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    size = _parse_size(args.size)
+    size = parse_hw(args.size, "--size", "128x160")
     if args.count < 1 or args.repeat < 1:
         raise StableMTLError(f"--count and --repeat must be >= 1, got {args.count} and {args.repeat}")
     domains = [parse_domain(d) for d in args.domains.split(",") if d.strip()]

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
+from ..cli.parsers import parse_hw
 from ..cli.shell import run_cli
 from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
@@ -76,13 +77,7 @@ class _FirstN(Sequence):
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise StableMTLError(f"size `{text}` is not HxW (e.g. 256x512)") from None
-    return h, w
+    return None if text is None else parse_hw(text, "--size", "256x512")
 
 
 def _need(value, flag: str, benchmark: BenchmarkName):

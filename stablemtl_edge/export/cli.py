@@ -15,12 +15,14 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision, ShapeProfile, parse_enum
+from ..cli.parsers import parse_hw, parse_pairs, positive_int
 
 __all__ = [
     "main", "build_parser", "parse_resolution", "parse_dynamic_hw", "parse_precisions", "parse_tolerance_overrides"
@@ -35,10 +37,7 @@ def _say(message: str) -> None:
 
 def parse_resolution(text: str) -> tuple[int, int]:
     """``HxW`` -> (H, W); both multiples of 64 (checked by the component specs with a clear message)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise StableMTLError(f"resolution `{text}` is not HxW (e.g. 384x512)") from None
+    h, w = parse_hw(text, "resolution", "384x512")
     from .components import check_resolution
 
     check_resolution(h, w)
@@ -62,16 +61,16 @@ def parse_tolerance_overrides(specs: Sequence[str]) -> dict[str, float]:
     from ..tasks import get_task
 
     out = {}
-    for spec in specs:
-        name, sep, value = spec.partition(":")
-        if not sep:
-            raise StableMTLError(f"--tolerance `{spec}` is not NAME:ATOL (e.g. depth:0.02)")
+    for name, value in parse_pairs(specs, "--tolerance", "NAME:ATOL", "depth:0.02"):
         if name not in {c.value for c in Component}:
             name = get_task(name).key  # raises with the seven task names
         try:
-            out[name] = float(value)
+            atol = float(value)
         except ValueError:
-            raise StableMTLError(f"--tolerance `{spec}`: `{value}` is not a number") from None
+            atol = math.nan
+        if not math.isfinite(atol) or atol < 0:
+            raise StableMTLError(f"--tolerance `{name}:{value}`: the tolerance must be a finite number >= 0")
+        out[name] = atol
     return out
 
 
@@ -236,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processing resolution HxW, multiples of 64 (default: the preset's)")
     p.add_argument("--dynamic-hw", default=None,
                    help="make height/width dynamic within MINHxMINW:MAXHxMAXW (default: static)")
-    p.add_argument("--max-batch", type=int, default=7, help="largest batch of the shape profile (7 = every task)")
+    p.add_argument("--max-batch", type=positive_int, default=7, help="largest batch of the shape profile (7 = every task)")
     p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
                    help="torch.onnx exporter (dynamo needs opset >= 18)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17 torchscript, 18 dynamo)")

@@ -32,6 +32,7 @@ from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..artifact.manifest import Component, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, get_task
+from ..cli.parsers import parse_hw
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
 from .cli_args import add_runtime_args, options_label, runtime_option_grid
 from .preprocess import Letterbox
@@ -421,12 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    h, sep, w = text.lower().partition("x")
-    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
-        raise StableMTLError(f"--size must read HxW in pixels (e.g. 375x1242), got `{text}`")
-    return int(h), int(w)
+    return None if text is None else parse_hw(text, "--size", "375x1242")
 
 
 def _bench(args: argparse.Namespace) -> int:

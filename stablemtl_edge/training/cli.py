@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
+from ..cli.parsers import hw, parse_pairs
 from ..data.allocator import retain_freed_memory
 
 __all__ = ["main", "build_parser"]
@@ -28,12 +29,7 @@ __all__ = ["main", "build_parser"]
 SUBCOMMANDS = ("train", "pool", "evaluate", "release")
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 128x192, got `{text}`") from None
-    return h, w
+_size = hw
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -201,11 +197,10 @@ def _run_pool(args: argparse.Namespace) -> int:
     from ..data.procedural import procedural_split
     from .pool import write_pool
 
-    for item in args.count.split(","):
-        domain, _, n = item.partition("=")
-        if not n.isdigit():
-            raise StableMTLError(f"--count `{item}` must read DOMAIN=N (indoor, driving, flying)")
-        source = procedural_split(args.split, domain.strip(), size=tuple(args.resolution), length=max(int(n), 1))
+    for domain, n in parse_pairs(args.count, "--count", "DOMAIN=N (indoor, driving, flying)", "driving=64", "="):
+        if not n.isdigit() or int(n) < 1:
+            raise StableMTLError(f"--count `{domain}={n}`: N must be a whole number of samples >= 1")
+        source = procedural_split(args.split, domain, size=tuple(args.resolution), length=int(n))
         write_pool(source, args.output / source.domain, int(n))
     print(f"pools written under {args.output}")
     return 0

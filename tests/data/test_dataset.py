@@ -104,4 +104,4 @@ def test_bench_command_prints_table_and_writes_json(tmp_path, capsys):
     assert report["results"][0]["pairs_per_s"] > 0 and report["size"] == [16, 24]
     assert "pairs/s" in capsys.readouterr().out
     assert bench_main(["--size", "big", "--json", str(out)]) == 1
-    assert "error: --size must look like HEIGHTxWIDTH" in capsys.readouterr().err
+    assert "error: --size must read HxW" in capsys.readouterr().err
