@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from stablemtl_edge import StableMTLError
+from stablemtl_edge.atomic import MARKER_NAME
 from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
 from stablemtl_edge.export.verify import OrtComponents, chunked, load_reference, run_pipeline, verify_artifact
 from stablemtl_edge.artifact.manifest import Component, Manifest, Mode, Precision, file_sha256
@@ -27,7 +28,7 @@ def test_manifest_describes_every_component_and_file(tiny_artifacts):
     assert len(m.features) == 16
     m.verify_files(tiny_artifacts)
     on_disk = {p.relative_to(tiny_artifacts).as_posix() for p in tiny_artifacts.rglob("*") if p.is_file()}
-    assert set(m.files) == on_disk - {"manifest.json"}
+    assert set(m.files) == on_disk - {"manifest.json", MARKER_NAME}  # the ownership marker is ours, not the model's
     for rel, digest in m.files.items():
         assert file_sha256(tiny_artifacts / rel) == digest
     for precision in m.precisions():
@@ -145,7 +146,7 @@ def test_partial_change_reexports_only_what_changed(tiny_artifacts, tiny_checkpo
     out = tmp_path / "art"
     shutil.copytree(tiny_artifacts, out)
     old = Manifest.load(out)
-    result = export_artifacts(ExportRequest(str(tiny_checkpoint), out, Mode.MULTI, (Precision.FP32,)))
+    result = export_artifacts(ExportRequest(str(tiny_checkpoint), out, Mode.MULTI, (Precision.FP32,), overwrite=True))
     assert not result.exported and sorted(result.reused) == sorted(f"fp32/{c.value}" for c in Component)
     new = Manifest.load(out)
     assert new.precisions() == (Precision.FP32,)
