@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import prepare_output_directory
 from .errors import StableMTLError
-from .cli.parsers import parse_hw
+from .cli.parsers import parse_hw, positive_int
 from .cli.shell import run_cli
 
 __all__ = ["main", "write_photo_pan", "write_procedural_clip"]
@@ -155,9 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier demo's output folder (anything else there is never removed)")
     parser.add_argument("--checkpoint", default="demo", help="checkpoint directory or bundled model name")
-    parser.add_argument("--clip-frames", type=int, default=36, help="frames of each demo clip")
-    parser.add_argument("--eval-frames", type=int, default=8, help="held-out frames per domain for the report")
-    parser.add_argument("--calib-size", type=int, default=16, help="calibration frames for int8")
+    parser.add_argument("--clip-frames", type=positive_int, default=36, help="frames of each demo clip")
+    parser.add_argument("--eval-frames", type=positive_int, default=8, help="held-out frames per domain for the report")
+    parser.add_argument("--calib-size", type=positive_int, default=16, help="calibration frames for int8")
     return run_cli(_run, parser, argv)
 
 

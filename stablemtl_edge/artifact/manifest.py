@@ -27,9 +27,10 @@ torch-free (the runtime reads this module).
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Any
 
 from .. import __version__
 from ..atomic import atomic_write_text
+from .digest import cached_sha256, file_sha256
 from ..errors import StableMTLError
 from ..tasks import TASK_NAMES
 
@@ -52,6 +54,8 @@ __all__ = [
     "FeatureSpec",
     "Manifest",
     "file_sha256",
+    "ManifestSchemaError",
+    "check_frame_size",
     "feature_name",
     "aux_feature_name",
 ]
@@ -59,6 +63,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 NUM_FEATURES = 16
+PIXEL_STEP = 64  # VAE 8x times UNet 8x down-sampling: a processing side must be a multiple of this
 
 
 class Precision(str, enum.Enum):
@@ -101,20 +106,106 @@ def parse_enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
         raise StableMTLError(f"unknown {what} `{value}`: choose from {valid}") from None
 
 
+# -- schema: each value is checked where it is read, and a wrong one is named by its key path ------------
+class ManifestSchemaError(StableMTLError):
+    """A manifest value of the wrong type or range; ``detail`` names its key path (``profile.height``)."""
+
+    def __init__(self, key: str, expected: str, value: Any) -> None:
+        self.key = key
+        self.detail = f"{key} must be {expected}, got {_show(value)}"
+        super().__init__(f"{MANIFEST_NAME}: {self.detail}")
+
+
+def _show(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _get(d: Mapping[str, Any], key: str, where: str, default: Any = ...) -> Any:
+    if key in d:
+        return d[key]
+    if default is ...:
+        raise StableMTLError(f"{MANIFEST_NAME}: `{_join(where, key)}` is missing")
+    return default
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ManifestSchemaError(key, "a JSON object", value)
+    return value
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ManifestSchemaError(key, "a JSON array", value)
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ManifestSchemaError(key, "a non-empty string", value)
+    return value
+
+
+def _int(value: Any, key: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        raise ManifestSchemaError(key, "an integer" + (f" >= {minimum}" if minimum is not None else ""), value)
+    return value
+
+
+def _number(value: Any, key: str, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+        minimum is not None and value < minimum
+    ):
+        raise ManifestSchemaError(key, "a finite number" + (f" >= {minimum:g}" if minimum is not None else ""), value)
+    return float(value)
+
+
+def _enum(cls: type[enum.Enum], value: Any, key: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise ManifestSchemaError(key, "one of " + ", ".join(m.value for m in cls), value) from None
+
+
+def _digest(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ManifestSchemaError(key, "a sha256 hex digest", value)
+    return value
+
+
+def _relative_file(value: Any, key: str) -> str:
+    """A path inside the artifact: relative, POSIX, never leaving the directory."""
+    if not isinstance(value, str) or not value or value.startswith("/") or "\\" in value or ".." in value.split("/"):
+        raise ManifestSchemaError(key, "a relative path inside the artifact directory", value)
+    return value
+
+
+def _str_map(value: Any, key: str, check: Any = _str) -> dict[str, Any]:
+    return {str(k): check(v, f"{key}.{k}") for k, v in _mapping(value, key).items()}
+
+
+def check_frame_size(height: Any, width: Any, where: str = "profile") -> tuple[int, int]:
+    """The one rule for a processing size: positive multiples of :data:`PIXEL_STEP` pixels."""
+    for name, v in (("height", height), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % PIXEL_STEP:
+            raise ManifestSchemaError(_join(where, name), f"a positive multiple of {PIXEL_STEP}", v)
+    return height, width
+
+
 def feature_name(i: int) -> str:
     return f"feat_{i:02d}"
 
 
 def aux_feature_name(i: int) -> str:
     return f"aux_feat_{i:02d}"
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -126,8 +217,14 @@ class TensorSpec:
     shape: tuple[int | str, ...]
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(name=d["name"], dtype=d["dtype"], shape=tuple(d["shape"]))
+    def from_dict(cls, d: Mapping[str, Any], where: str = "tensor") -> TensorSpec:
+        d = _mapping(d, where)
+        shape = _list(_get(d, "shape", where), f"{where}.shape")
+        for i, dim in enumerate(shape):
+            if not isinstance(dim, str) or not dim:
+                _int(dim, f"{where}.shape[{i}]", 0)
+        return cls(name=_str(_get(d, "name", where), f"{where}.name"), dtype=_str(_get(d, "dtype", where), f"{where}.dtype"),
+                   shape=tuple(shape))
 
 
 @dataclass(frozen=True)
@@ -177,12 +274,27 @@ class ShapeProfile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ShapeProfile:
-        d = dict(d)
+    def from_dict(cls, d: Mapping[str, Any], where: str = "profile") -> ShapeProfile:
+        d = _mapping(d, where)
+        height, width = check_frame_size(_get(d, "height", where), _get(d, "width", where), where)
+        batch = [_int(d.get(k, default), _join(where, k), 1) for k, default in
+                 (("min_batch", 1), ("opt_batch", 1), ("max_batch", 7))]
+        if not batch[0] <= batch[1] <= batch[2]:
+            raise ManifestSchemaError(_join(where, "opt_batch"), f"within min_batch..max_batch ({batch[0]}..{batch[2]})",
+                                      batch[1])
+        hw = []
         for k in ("min_hw", "max_hw"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        return cls(**d)
+            v = d.get(k)
+            if v is not None:
+                if not isinstance(v, list) or len(v) != 2:
+                    raise ManifestSchemaError(_join(where, k), "null or [height, width]", v)
+                v = check_frame_size(v[0], v[1], _join(where, k))
+            hw.append(v)
+        if (hw[0] is None) != (hw[1] is None):
+            raise ManifestSchemaError(_join(where, "max_hw"), "set together with min_hw", d.get("max_hw"))
+        if hw[0] is not None and not (hw[0][0] <= height <= hw[1][0] and hw[0][1] <= width <= hw[1][1]):
+            raise ManifestSchemaError(_join(where, "height"), f"within min_hw..max_hw ({hw[0]}..{hw[1]})", [height, width])
+        return cls(height, width, *batch, hw[0], hw[1])
 
 
 @dataclass
@@ -207,20 +319,33 @@ class ComponentEntry:
         d["precision"] = self.precision.value
         return d
 
+    def paths(self) -> list[str]:
+        """The files of this component, relative to the artifact: the graph, then its external data."""
+        if not self.external_data:
+            return [self.file]
+        return [self.file, f"{Path(self.file).parent.as_posix()}/{self.external_data}"]
+
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ComponentEntry:
+    def from_dict(cls, d: Mapping[str, Any], where: str = "component") -> ComponentEntry:
+        d = _mapping(d, where)
+        external = d.get("external_data")
+        if external is not None and (not isinstance(external, str) or "/" in external or external in ("", ".", "..")):
+            raise ManifestSchemaError(f"{where}.external_data", "null or a file name beside the graph", external)
+        quantization = d.get("quantization")
         return cls(
-            component=parse_enum(Component, d["component"], "component"),
-            precision=parse_enum(Precision, d["precision"], "precision"),
-            file=d["file"],
-            sha256=d["sha256"],
-            opset=int(d["opset"]),
-            exporter=d["exporter"],
-            inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
-            outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
-            external_data=d.get("external_data"),
-            parity=dict(d.get("parity") or {}),
-            quantization=d.get("quantization"),
+            component=_enum(Component, _get(d, "component", where), f"{where}.component"),
+            precision=_enum(Precision, _get(d, "precision", where), f"{where}.precision"),
+            file=_relative_file(_get(d, "file", where), f"{where}.file"),
+            sha256=_digest(_get(d, "sha256", where), f"{where}.sha256"),
+            opset=_int(_get(d, "opset", where), f"{where}.opset", 1),
+            exporter=_str(_get(d, "exporter", where), f"{where}.exporter"),
+            inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs[{i}]")
+                         for i, t in enumerate(_list(_get(d, "inputs", where), f"{where}.inputs"))),
+            outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs[{i}]")
+                          for i, t in enumerate(_list(_get(d, "outputs", where), f"{where}.outputs"))),
+            external_data=external,
+            parity=dict(_mapping(d.get("parity") or {}, f"{where}.parity")),
+            quantization=None if quantization is None else dict(_mapping(quantization, f"{where}.quantization")),
         )
 
 
@@ -316,37 +441,55 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
+        """Check every value's type and range while reading it: a wrong one is one error naming its key."""
+        if not isinstance(d, Mapping):
+            raise ManifestSchemaError("the top level", "a JSON object", d)
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if version != FORMAT_VERSION or isinstance(version, bool):
             raise StableMTLError(
-                f"artifact format version {version} is not supported by this stablemtl-edge "
+                f"artifact format version {_show(version)} is not supported by this stablemtl-edge "
                 f"(which reads version {FORMAT_VERSION}); re-export the model with this version"
             )
-        tasks = tuple(d["tasks"])
+        tasks = tuple(_str(t, f"tasks[{i}]") for i, t in enumerate(_list(_get(d, "tasks", ""), "tasks")))
         if tasks != TASK_NAMES:
             raise StableMTLError(f"artifact task order {tasks} differs from the canonical {TASK_NAMES}")
         components: dict[Precision, dict[Component, ComponentEntry]] = {}
-        for p, comps in d.get("components", {}).items():
-            prec = parse_enum(Precision, p, "precision")
-            components[prec] = {parse_enum(Component, c, "component"): ComponentEntry.from_dict(e) for c, e in comps.items()}
+        for p, comps in _mapping(d.get("components", {}), "components").items():
+            prec = _enum(Precision, p, "components.<precision>")
+            components[prec] = {}
+            for c, e in _mapping(comps, f"components.{p}").items():
+                comp = _enum(Component, c, f"components.{p}.<component>")
+                entry = ComponentEntry.from_dict(e, f"components.{p}.{c}")
+                if entry.component is not comp:  # its precision may differ: an int8 set keeps unquantized graphs
+                    raise ManifestSchemaError(f"components.{p}.{c}.component", c, entry.component.value)
+                components[prec][comp] = entry
+        features = []
+        for i, f in enumerate(_list(d.get("features", []), "features")):
+            key = f"features[{i}]"
+            f = _mapping(f, key)
+            features.append(FeatureSpec(
+                index=_int(_get(f, "index", key), f"{key}.index", 0), layer=_str(_get(f, "layer", key), f"{key}.layer"),
+                channels=_int(_get(f, "channels", key), f"{key}.channels", 1),
+                downsample=_int(_get(f, "downsample", key), f"{key}.downsample", 1),
+            ))
         return cls(
-            preset=dict(d["preset"]),
-            mode=parse_enum(Mode, d["mode"], "mode"),
-            profile=ShapeProfile.from_dict(d["profile"]),
+            preset=dict(_mapping(_get(d, "preset", ""), "preset")),
+            mode=_enum(Mode, _get(d, "mode", ""), "mode"),
+            profile=ShapeProfile.from_dict(_get(d, "profile", "")),
             components=components,
-            features=tuple(FeatureSpec(**f) for f in d.get("features", ())),
+            features=tuple(features),
             tasks=tasks,
-            latent_scale=float(d["latent_scale"]),
-            latent_channels=int(d["latent_channels"]),
-            timestep=int(d["timestep"]),
-            preprocess=dict(d.get("preprocess", {})),
-            tolerance={k: float(v) for k, v in d.get("tolerance", {}).items()},
-            source=dict(d.get("source", {})),
-            files={str(k): str(v) for k, v in d.get("files", {}).items()},
-            references={str(k): str(v) for k, v in d.get("references", {}).items()},
-            parity=dict(d.get("parity", {})),
+            latent_scale=_number(_get(d, "latent_scale", ""), "latent_scale"),
+            latent_channels=_int(_get(d, "latent_channels", ""), "latent_channels", 1),
+            timestep=_int(_get(d, "timestep", ""), "timestep", 0),
+            preprocess=dict(_mapping(d.get("preprocess", {}), "preprocess")),
+            tolerance=_str_map(d.get("tolerance", {}), "tolerance", lambda v, k: _number(v, k, 0.0)),
+            source=dict(_mapping(d.get("source", {}), "source")),
+            files={_relative_file(k, "files.<path>"): v for k, v in _str_map(d.get("files", {}), "files", _digest).items()},
+            references={k: _relative_file(v, f"references.{k}") for k, v in _str_map(d.get("references", {}), "references").items()},
+            parity=dict(_mapping(d.get("parity", {}), "parity")),
             format_version=version,
-            producer=dict(d.get("producer", {})),
+            producer=_str_map(d.get("producer", {}), "producer", lambda v, k: str(v)),
         )
 
     @classmethod
@@ -362,11 +505,14 @@ class Manifest:
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise StableMTLError(f"`{path}` is not readable JSON ({type(e).__name__}: {e}); re-export the model") from None
+        try:
             return cls.from_dict(data)
-        except StableMTLError:
-            raise
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise StableMTLError(f"`{path}` is malformed ({type(e).__name__}: {e}); re-export the model") from None
+        except ManifestSchemaError as e:
+            raise StableMTLError(f"`{path}`: {e.detail}; re-export the model") from None
+        except StableMTLError as e:
+            raise StableMTLError(f"`{path}`: {str(e).removeprefix(MANIFEST_NAME + ': ')}") from None
 
     def verify_files(
         self,
@@ -374,18 +520,29 @@ class Manifest:
         precisions: Iterable[Precision] | None = None,
         components: Iterable[Component] | None = None,
     ) -> None:
-        """Check that every named file exists and has the recorded sha256."""
+        """Check that every graph and external-data file exists and has the recorded sha256.
+
+        Large files go through the digest cache (:mod:`.digest`): unchanged since the last check, they are
+        not read again; any change to their bytes changes their ctime and they are re-hashed.
+        """
         wanted_c = set(components) if components is not None else None
         for p in precisions if precisions is not None else self.precisions():
             for c, e in self.components.get(p, {}).items():
                 if wanted_c is not None and c not in wanted_c:
                     continue
-                path = Path(directory) / e.file
-                if not path.is_file():
-                    raise StableMTLError(f"`{path}` named by the manifest is missing; re-export the model")
-                digest = file_sha256(path)
-                if digest != e.sha256:
-                    raise StableMTLError(
-                        f"`{path}` does not match the manifest (sha256 {digest[:12]}... != {e.sha256[:12]}...): "
-                        "the file was changed or truncated; re-export the model"
-                    )
+                for rel in e.paths():
+                    expected = e.sha256 if rel == e.file else self.files.get(rel)
+                    path = Path(directory) / rel
+                    if not path.is_file():
+                        raise StableMTLError(f"`{path}` named by the manifest is missing; re-export the model")
+                    if expected is None:
+                        raise StableMTLError(
+                            f"`{path}`: the manifest records no sha256 for this external data file, so it cannot "
+                            "be checked; re-export the model"
+                        )
+                    digest = cached_sha256(path)
+                    if digest != expected:
+                        raise StableMTLError(
+                            f"`{path}` does not match the manifest (sha256 {digest[:12]}... != {expected[:12]}...): "
+                            "the file was changed or truncated; re-export the model"
+                        )

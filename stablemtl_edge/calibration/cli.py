@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
+from ..cli.parsers import nonnegative_int, percentile, positive_int
 from ..cli.shell import run_cli
 from ..artifact.manifest import Component
 from .calibrate import calibrate_artifact
@@ -35,15 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("calibration data")
     g.add_argument("--calib-data", default="procedural",
                    help="`procedural`, an image folder, a video file or a ROS 2 bag (directory, .mcap or .db3)")
-    g.add_argument("--calib-size", type=int, default=16,
+    g.add_argument("--calib-size", type=positive_int, default=16,
                    help="consecutive frame pairs (t, t+1) drawn evenly from the source (needs N+1 frames)")
     g.add_argument("--topic", help="image topic of a bag with several")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed and data: same frames)")
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed (same seed and data: same frames)")
     g.add_argument("--tasks", default="all", help="tasks run during calibration and scored by the gate")
     q = p.add_argument_group("quantization")
     q.add_argument("--method", default=CalibMethod.MINMAX.value, choices=[m.value for m in CalibMethod],
                    help="activation range calibration")
-    q.add_argument("--percentile", type=float, default=99.999, help="clipping percentile of --method percentile")
+    q.add_argument("--percentile", type=percentile, default=99.999, help="clipping percentile of --method percentile")
     q.add_argument("--components", default=None,
                    help="comma-separated components to quantize (default: unet, and unet_main when multi-stream; "
                         f"choose among {', '.join(c.value for c in Component)})")
@@ -61,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable, e.g. 0.02 and depth:0.05)")
     a.add_argument("--on-gate-fail", default=OnGateFail.FALLBACK.value, choices=[o.value for o in OnGateFail],
                    help="fallback: leave failing components at fp16; error: fail and leave the manifest unchanged")
-    a.add_argument("--gate-frames", type=int, default=6, help="procedural held-out frames (test split)")
+    a.add_argument("--gate-frames", type=positive_int, default=6, help="procedural held-out frames (test split)")
     a.add_argument("--gate-benchmark", help="score on a labelled benchmark instead (a stablemtl-eval benchmark name)")
     a.add_argument("--gate-data", type=Path, help="root of --gate-benchmark")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 

@@ -29,6 +29,8 @@ __all__ = [
     "nonnegative_float",
     "finite_float",
     "fraction",
+    "percentile",
+    "int_between",
     "new_or_dir",
     "as_type",
 ]
@@ -132,7 +134,22 @@ def _float_where(ok: Callable[[float], bool], rule: str) -> Callable[[str], floa
 finite_float = _float_where(lambda x: True, "a finite number")
 positive_float = _float_where(lambda x: x > 0, "a finite number > 0")
 nonnegative_float = _float_where(lambda x: x >= 0, "a finite number >= 0")
-fraction = _float_where(lambda x: 0 <= x <= 1, "a number from 0 to 1")
+fraction = _float_where(lambda x: 0 < x <= 1, "a number > 0 and <= 1")
+percentile = _float_where(lambda x: 0 < x <= 100, "a percentile > 0 and <= 100")
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An integer flag in ``[low, high]``."""
+    at_least = int_at_least(low)
+
+    def parse(text: str) -> int:
+        n = at_least(text)
+        if n > high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {n}")
+        return n
+
+    parse.__name__ = f"integer from {low} to {high}"
+    return parse
 
 
 def new_or_dir(text: str) -> Path:

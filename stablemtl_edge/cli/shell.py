@@ -102,6 +102,26 @@ def _extras_by_module() -> dict[str, str]:
     return {m: e for m, e in found.items() if m not in base}
 
 
+@functools.cache
+def _included_extras(extra: str) -> frozenset[str]:
+    """``extra`` and every extra it pulls in (``train`` -> {train, export})."""
+    try:
+        requires = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return frozenset({extra})
+    found, todo = {extra}, [extra]
+    while todo:
+        current = todo.pop()
+        for req in requires:
+            nested = re.match(rf"{re.escape(DISTRIBUTION)}\[([^\]]+)\]", req)
+            if nested and re.search(rf"""extra\s*==\s*["']{re.escape(current)}["']""", req):
+                for name in nested.group(1).split(","):
+                    if name.strip() not in found:
+                        found.add(name.strip())
+                        todo.append(name.strip())
+    return frozenset(found)
+
+
 def extra_for_module(module: str) -> str | None:
     """The extra that brings top-level module ``module`` (``torch`` -> ``export``), or None if none does."""
     top = module.partition(".")[0]
@@ -111,14 +131,19 @@ def extra_for_module(module: str) -> str | None:
     return "ros" if top in _ROS_MODULES and "rclpy" in extras else None
 
 
-def missing_extra_message(tool: str, module: str) -> str | None:
-    """``<tool> needs the <extra> extra ...`` for a missing optional module; None for a module no extra brings."""
+def missing_extra_message(tool: str, module: str, tool_extra: str | None = None) -> str | None:
+    """``<tool> needs the <extra> extra ...`` for a missing optional module; None for a module no extra brings.
+
+    ``tool_extra`` (the extra the tool comes with) is named instead when it brings the module too.
+    """
     top = module.partition(".")[0]
     if top == "tensorrt":  # from JetPack or NVIDIA's index, not from an extra
         return f"{tool} needs TensorRT (`tensorrt` is not installed): it comes with JetPack, or `pip install tensorrt`"
     extra = extra_for_module(top)
     if extra is None:
         return None
+    if tool_extra is not None and extra in _included_extras(tool_extra):
+        extra = tool_extra
     return f'{tool} needs the {extra} extra (`{top}` is not installed): pip install "{DISTRIBUTION}[{extra}]"'
 
 
@@ -145,26 +170,35 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def run_cli(
     body: Callable[[argparse.Namespace], int],
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | Callable[[], argparse.ArgumentParser],
     argv: Sequence[str] | None,
-    parse: Callable[[Sequence[str] | None], argparse.Namespace] | None = None,
+    parse: Callable[[argparse.ArgumentParser, Sequence[str] | None], argparse.Namespace] | None = None,
+    *,
+    prog: str | None = None,
+    extra: str | None = None,
 ) -> int:
     """Parse ``argv`` and run ``body(args)`` under the house error convention.
 
     Args:
         body: the tool.
-        parser: its parser (``prog`` names the tool in messages).
+        parser: its parser, or a function building it (when building it needs an optional dependency,
+            so that its absence, even for ``--help``, is reported like any other).
         argv: the arguments (None = ``sys.argv[1:]``).
         parse: replaces ``parser.parse_args`` (for tools that merge a config file); may raise StableMTLError.
+        prog: the tool's name in messages (default: the parser's ``prog``).
+        extra: the extra the tool is installed with: a missing module that it brings names it (the
+            training tool says ``train`` for torch, not ``export``).
 
     Returns:
         ``body``'s exit status; 1 after a :class:`StableMTLError` or a missing extra (printed as one
         ``error: ...`` line); 130 on Ctrl-C; 143 on SIGTERM; 2 for bad flags (argparse's own).
     """
-    tool = parser.prog
+    tool = prog or (parser.prog if isinstance(parser, argparse.ArgumentParser) else Path(sys.argv[0]).name)
     with _sigterm_as_interrupt():
         try:
-            args = parse(argv) if parse is not None else parser.parse_args(argv)
+            if not isinstance(parser, argparse.ArgumentParser):
+                parser = parser()
+            args = parse(parser, argv) if parse is not None else parser.parse_args(argv)
             logging.basicConfig(
                 level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                 format="%(levelname)s %(name)s: %(message)s",
@@ -175,7 +209,7 @@ def run_cli(
             print(f"error: {e}", file=sys.stderr)
             return 1
         except ModuleNotFoundError as e:
-            message = missing_extra_message(tool, e.name or "")
+            message = missing_extra_message(tool, e.name or "", extra)
             if message is None:
                 raise  # not an optional dependency: a bug, keep the traceback
             print(f"error: {message}", file=sys.stderr)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
-from ..cli.parsers import parse_hw
+from ..cli.parsers import nonnegative_int, parse_hw, positive_int
 from ..cli.shell import run_cli
 from .allocator import retain_freed_memory
 from .procedural import AVAILABLE_TASKS, DOMAIN_TASKS, Domain, parse_domain, procedural_split
@@ -90,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--size", default="128x160", help="image size HEIGHTxWIDTH")
     parser.add_argument("--domains", default="indoor,driving,flying", help="comma-separated procedural domains")
-    parser.add_argument("--count", type=int, default=100, help="samples rendered per domain")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes over the samples (best is reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="samples rendered first and not timed")
+    parser.add_argument("--count", type=positive_int, default=100, help="samples rendered per domain")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed passes over the samples (best is reported)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=2, help="samples rendered first and not timed")
     parser.add_argument("--tasks", choices=("official", "all"), default="official",
                         help="label each domain's official task set or every task it can label")
     parser.add_argument("--json", default="procedural_bench.json", help="where to write the results")

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..cli.parsers import parse_hw
+from ..cli.parsers import parse_hw, positive_int
 from ..cli.shell import run_cli
 from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
@@ -131,13 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", help="HxW: Cityscapes evaluation size (paper: 256x512); procedural image size")
     g.add_argument("--domain", default="driving", help="procedural domain: indoor, driving or flying")
     g.add_argument("--split", default="val", help="procedural split: val or test (never train)")
-    g.add_argument("--frames", type=int, help="evaluate the first N frames only (procedural: N frames, default 64)")
+    g.add_argument("--frames", type=positive_int, help="evaluate the first N frames only (procedural: N frames, default 64)")
     g = p.add_argument_group("model")
     g.add_argument("--tasks", help=f"comma-separated subset of the benchmark's tasks ({', '.join(TASK_NAMES)})")
     g.add_argument("--mode", default="single", help="single or multi (multi-stream artifact)")
     g.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     g.add_argument("--precision", default="fp32", help="fp32, fp16 or int8")
-    g.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    g.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     g = p.add_argument_group("output")
     g.add_argument("--json", type=Path, help="write the result here (JSON)")
     g.add_argument("--markdown", type=Path, help="write the Markdown table here")

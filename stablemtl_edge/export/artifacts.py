@@ -36,6 +36,7 @@ from ..artifact.manifest import (
     ShapeProfile,
     file_sha256,
 )
+from ..artifact.digest import cached_sha256
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, resolve_checkpoint
 from ..model.stablemtl import StableMTL
 from ..tasks import TASKS
@@ -152,14 +153,7 @@ def _previous(out: Path) -> Manifest | None:
 
 
 def _intact(directory: Path, manifest: Manifest, files: Iterable[str]) -> bool:
-    return all((directory / f).is_file() and file_sha256(directory / f) == manifest.files.get(f) for f in files)
-
-
-def _entry_files(entry: ComponentEntry) -> list[str]:
-    files = [entry.file]
-    if entry.external_data:
-        files.append(f"{Path(entry.file).parent.as_posix()}/{entry.external_data}")
-    return files
+    return all((directory / f).is_file() and cached_sha256(directory / f) == manifest.files.get(f) for f in files)
 
 
 def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None) -> ExportResult:
@@ -204,7 +198,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         for p, comps in previous.components.items():
             for c, e in comps.items():
                 key = f"{p.value}/{c.value}"
-                if old_prints.get(key) == fingerprints.get(key) and _intact(out, previous, _entry_files(e)):
+                if old_prints.get(key) == fingerprints.get(key) and _intact(out, previous, e.paths()):
                     reusable[key] = e
     refs_reusable = (
         previous is not None
@@ -227,7 +221,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
                 key = f"{precision.value}/{component.value}"
                 rel = artifact_file(precision, component)
                 if key in reusable:
-                    for f in _entry_files(reusable[key]):
+                    for f in reusable[key].paths():
                         _link(out / f, tmp / f)
                     entries[precision][component] = reusable[key]
                     reused.append(key)
@@ -369,7 +363,7 @@ def _carry_over(
         if p in (Precision.FP32, Precision.FP16):
             continue
         if all(k in reused for k in fp32_keys):
-            files = [f for e in previous.components[p].values() for f in _entry_files(e)]
+            files = [f for e in previous.components[p].values() for f in e.paths()]
             if _intact(out, previous, files) or all((out / f).is_file() for f in files):
                 for f in files:
                     _link(out / f, tmp / f)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
+from ..cli.parsers import positive_int
 from ..cli.shell import run_cli
 from ..artifact.manifest import Manifest, Precision
 
@@ -86,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--threads", type=positive_int, default=2)
 
     def body(args: argparse.Namespace) -> int:
         run_bench(Path(args.directory), Path(args.json) if args.json else None, args.repeats, args.threads,

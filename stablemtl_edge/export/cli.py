@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision, ShapeProfile, parse_enum
-from ..cli.parsers import parse_hw, parse_pairs, positive_int
+from ..cli.shell import run_cli
+from ..cli.parsers import int_between, parse_hw, parse_pairs, positive_float, positive_int
 
 __all__ = [
     "main", "build_parser", "parse_resolution", "parse_dynamic_hw", "parse_precisions", "parse_tolerance_overrides"
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=positive_int, default=7, help="largest batch of the shape profile (7 = every task)")
     p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
                    help="torch.onnx exporter (dynamo needs opset >= 18)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17 torchscript, 18 dynamo)")
+    p.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: 17 torchscript, 18 dynamo)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("verify", help="re-check an artifact: sha256 + onnxruntime against its references",
@@ -255,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
                    help="which graphs to build (strongly typed: fp16 graphs, or int8 QDQ graphs)")
-    p.add_argument("--optimization-level", type=int, default=3, help="TensorRT builder optimisation level 0-5")
-    p.add_argument("--workspace", type=float, default=4.0, help="workspace memory pool limit in GiB")
+    p.add_argument("--optimization-level", type=int_between(0, 5), default=3, help="TensorRT builder optimisation level 0-5")
+    p.add_argument("--workspace", type=positive_float, default=4.0, help="workspace memory pool limit in GiB")
     p.add_argument("--timing-cache", default=None, help="timing cache file (default: DIR/engines/timing.cache)")
     p.add_argument("--rebuild", action="store_true", help="rebuild even when a matching engine is cached")
     p.set_defaults(func=_build)
@@ -279,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="onnxruntime-CPU time over torch-eager time per component (Markdown + JSON)")
     p.add_argument("directory", help="artifact directory (its checkpoint must be readable)")
     p.add_argument("--json", default=None, help="write results here (default: DIR/bench.json is not written)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per component and engine")
-    p.add_argument("--threads", type=int, default=2, help="threads for both torch and onnxruntime")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed runs per component and engine")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads for both torch and onnxruntime")
     p.set_defaults(func=_bench)
     return parser
 
@@ -289,13 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "export")
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except StableMTLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
+    return run_cli(lambda args: args.func(args), build_parser(), argv, extra="export")
 
 if __name__ == "__main__":
     sys.exit(main())

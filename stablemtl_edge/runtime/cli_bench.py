@@ -32,7 +32,7 @@ from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..artifact.manifest import Component, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, get_task
-from ..cli.parsers import parse_hw
+from ..cli.parsers import nonnegative_int, parse_hw, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
 from .cli_args import add_runtime_args, options_label, runtime_option_grid
 from .preprocess import Letterbox
@@ -403,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_artifact_args(p)
     add_runtime_args(p, multiple=True)
     b = p.add_argument_group("benchmark")
-    b.add_argument("--frames", type=int, default=20, help="timed frames per configuration and schedule")
-    b.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    b.add_argument("--frames", type=positive_int, default=20, help="timed frames per configuration and schedule")
+    b.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed frames first")
     b.add_argument("--size", default=None, metavar="HxW", help="frame size (default: the artifact's resolution)")
     b.add_argument(
         "--source", default=None, help="take frames from this source (video, folder...) instead of a test pattern"
@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-isolate", action="store_true",
                    help="measure every configuration in this process (peak RSS is then cumulative)")  # fmt: skip
     b.add_argument(
-        "--soak", type=int, default=0, metavar="N",
+        "--soak", type=nonnegative_int, default=0, metavar="N",
         help="also stream N frames of a source twice as fast as inference (first configuration)",
     )  # fmt: skip
     b.add_argument("--json", type=Path, default=Path("stablemtl-bench.json"), help="write the results here")

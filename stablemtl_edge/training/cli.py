@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
-from ..cli.parsers import hw, parse_pairs
+from ..cli.shell import run_cli
+from ..cli.parsers import fraction, hw, nonnegative_float, nonnegative_int, parse_pairs, positive_float, positive_int
 from ..data.allocator import retain_freed_memory
 
 __all__ = ["main", "build_parser"]
@@ -45,33 +46,33 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", help="the previous stage's model directory (<run>/model); needed by single and multi")
     p.add_argument("--output", type=Path, help="run directory: checkpoints, train.jsonl, validation.jsonl, model/")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
-    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
-    p.add_argument("--batch", type=int, default=8, help="samples per micro-batch per process")
-    p.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--seed", type=int, default=0, help="seeds initialisation, sampling and augmentation")
+    p.add_argument("--steps", type=positive_int, default=1000, help="total optimizer steps")
+    p.add_argument("--batch", type=positive_int, default=8, help="samples per micro-batch per process")
+    p.add_argument("--accumulation", type=positive_int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seeds initialisation, sampling and augmentation")
     p.add_argument("--tasks", help="comma-separated tasks to train (default: every task the data label)")
     p.add_argument("--data", action="append", metavar="SOURCE",
                    help="repeatable: `procedural` (live scenes), `pool=DIR`, `hypersim=DIR`, `vkitti2=DIR`, "
                         "`flyingthings3d=DIR`; corpora without a source fall back to procedural scenes only if "
                         "`procedural` is given (default: procedural)")
-    p.add_argument("--procedural-length", type=int, default=10_000, help="distinct procedural scenes per domain")
+    p.add_argument("--procedural-length", type=positive_int, default=10_000, help="distinct procedural scenes per domain")
     p.add_argument("--no-validation", action="store_true", help="skip validation on the procedural val split")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (Adam)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps")
-    p.add_argument("--decay-horizon", type=int, default=d.decay_horizon,
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate (Adam)")
+    p.add_argument("--warmup", type=nonnegative_int, default=d.warmup, help="linear warm-up steps")
+    p.add_argument("--decay-horizon", type=positive_int, default=d.decay_horizon,
                    help="step at which the exponential decay reaches --final-ratio")
-    p.add_argument("--final-ratio", type=float, default=d.final_ratio, help="learning-rate floor relative to --lr")
-    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (0: off)")
+    p.add_argument("--final-ratio", type=fraction, default=d.final_ratio, help="learning-rate floor relative to --lr")
+    p.add_argument("--clip", type=nonnegative_float, default=d.clip, help="gradient-norm clip (0: off)")
     p.add_argument("--resolution", type=_size, help="training resolution HxW (default: the preset's)")
     p.add_argument("--crop", type=_size, help="random crop HxW out of the resolution (vae default 64x64)")
     p.add_argument("--no-augment", action="store_true", help="disable flips and colour jitter")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept on disk")
-    p.add_argument("--validate-every", type=int, default=0, help="steps between validations (0: at the end only)")
-    p.add_argument("--val-per-source", type=int, default=8, help="validation samples per domain")
+    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", type=positive_int, default=2, help="checkpoints kept on disk")
+    p.add_argument("--validate-every", type=nonnegative_int, default=0, help="steps between validations (0: at the end only)")
+    p.add_argument("--val-per-source", type=positive_int, default=8, help="validation samples per domain")
     p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
                    help="auto: bf16/fp16 on GPUs that have it, fp32 on CPU")
-    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -89,9 +90,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="demo", help="model directory or bundled name")
     p.add_argument("--split", default="test", choices=("val", "test"), help="procedural split")
-    p.add_argument("--per-domain", type=int, default=48, help="samples per domain")
+    p.add_argument("--per-domain", type=positive_int, default=48, help="samples per domain")
     p.add_argument("--output", type=Path, help="JSON report (Markdown is printed)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
 
 
 def _add_release(sub: argparse._SubParsersAction) -> None:
@@ -232,10 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
         argv = ["train", *argv]
-    parser = build_parser()
     retain_freed_memory()  # samples are generated here: reuse freed arrays instead of faulting them back in
-    try:
-        args = _apply_config_file(parser, argv)
+
+    def body(args: argparse.Namespace) -> int:
         threads = getattr(args, "threads", None)
         if threads:
             import torch
@@ -243,10 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(threads)
         return {"train": _run_train, "pool": _run_pool, "evaluate": _run_evaluate, "release": _run_release}[
             args.command](args)
-    except StableMTLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
 
+    return run_cli(body, build_parser(), argv, parse=_apply_config_file, extra="train")
 
 if __name__ == "__main__":
     sys.exit(main())
