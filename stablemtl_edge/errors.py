@@ -12,13 +12,16 @@ class StableMTLError(Exception):
     """A problem the user can fix; the message says what was wrong and what to do."""
 
 
+# No extra of ours brings TensorRT: it comes with the platform (JetPack) or NVIDIA's wheels.
+TENSORRT_INSTALL = "on a Jetson it comes with JetPack; elsewhere `pip install tensorrt` (NVIDIA's wheels, CUDA 12)"
+
+
 class MissingDependencyError(StableMTLError):
     """An optional dependency is not installed; the message names the extra that provides it."""
 
-    def __init__(self, module: str, extra: str, purpose: str = "") -> None:
+    def __init__(self, module: str, extra: str | None, purpose: str = "", install: str | None = None) -> None:
         why = f" (needed for {purpose})" if purpose else ""
-        super().__init__(
-            f"`{module}` is not installed{why}: install it with `pip install \"stablemtl-edge[{extra}]\"`"
-        )
+        how = install or f'install it with `pip install "stablemtl-edge[{extra}]"`'
+        super().__init__(f"`{module}` is not installed{why}: {how}")
         self.module = module
         self.extra = extra

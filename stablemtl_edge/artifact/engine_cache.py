@@ -234,6 +234,10 @@ def check_entry(directory: Path, key: EngineKey, component: Component) -> CacheC
         if {"tensorrt_version", "gpu_name", "compute_capability"} & set(different):
             detail = f": built for {record.target.describe()}, this is {key.target.describe()}"
         return CacheCheck(CacheStatus.MISMATCH, directory, f"`{directory.name}` differs in {what}{detail}", record)
+    if directory.name != record.key:  # copied or renamed: the builder and the loader look under the key only
+        return CacheCheck(CacheStatus.MISMATCH, directory,
+                          f"`{directory.name}` holds the engine of key {record.key[:12]} under another name (copied "
+                          f"or renamed): move it to `{ENGINES_DIR}/{record.key}`", record)
     plan = directory / ENGINE_FILE
     if not plan.is_file():
         return CacheCheck(CacheStatus.CORRUPT, directory, f"`{plan}` is missing", record)

@@ -398,8 +398,10 @@ class Manifest:
         if precision not in self.components:
             have = ", ".join(p.value for p in self.precisions()) or "none"
             raise StableMTLError(
-                f"the artifact has no {precision.value} components (it has: {have}); "
-                f"export them with `stablemtl-export --precision {precision.value}`"
+                f"the artifact has no {precision.value} components (it has: {have})"
+                + ("; int8 graphs come from `stablemtl-calibrate <artifact dir>`" if precision is Precision.INT8 else
+                   f"; export them with `stablemtl-export export <checkpoint> --out <artifact dir> --precision "
+                   f"{precision.value}`")
             )
         try:
             return self.components[precision][component]

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..errors import StableMTLError
+from ..errors import TENSORRT_INSTALL, StableMTLError
 
 __all__ = ["run_cli", "HelpFormatter", "describe", "add_artifact_args", "extra_for_module", "missing_extra_message"]
 
@@ -138,7 +138,7 @@ def missing_extra_message(tool: str, module: str, tool_extra: str | None = None)
     """
     top = module.partition(".")[0]
     if top == "tensorrt":  # from JetPack or NVIDIA's index, not from an extra
-        return f"{tool} needs TensorRT (`tensorrt` is not installed): it comes with JetPack, or `pip install tensorrt`"
+        return f"{tool} needs TensorRT (`tensorrt` is not installed): {TENSORRT_INSTALL}"
     extra = extra_for_module(top)
     if extra is None:
         return None

@@ -133,3 +133,29 @@ def test_build_then_reuse_fp16_engines(tiny_artifacts, tmp_path):
     assert {b.component for b in built} == set(Component) and not any(b.reused for b in built)
     again = build_engines(art, Precision.FP16, BuildOptions(optimization_level=0, workspace_gib=1))
     assert all(b.reused for b in again)
+
+
+def test_every_refusal_of_the_loader_names_its_reason(tiny_artifacts, tmp_path):
+    """A cached engine that cannot be used is explained: never an empty reason (`decoder/fp32: ; rebuild it`)."""
+    import shutil
+
+    from stablemtl_edge.runtime.backends.tensorrt import load_engine_for
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, art)
+    manifest = Manifest.load(art)
+    key = EngineKey(manifest.entry("fp32", "decoder").sha256, Precision.FP32, manifest.profile, ORIN)
+    with pytest.raises(StableMTLError, match=r"no TensorRT engine for decoder/fp32 under .*; rebuild it with"):
+        load_engine_for(art, "decoder", "fp32", ORIN)
+    good = _cache(art, key, Component.DECODER)
+    assert load_engine_for(art, "decoder", "fp32", ORIN).plan == good / ENGINE_FILE
+    moved = good.with_name("copy-of-engine")
+    good.rename(moved)  # a complete, intact engine under a name that is not its key
+    with pytest.raises(StableMTLError) as e:
+        load_engine_for(art, "decoder", "fp32", ORIN)
+    assert "under another name (copied or renamed)" in str(e.value) and ": ;" not in str(e.value)
+    other = dataclasses.replace(key, target=EngineTarget("10.3.0", "NVIDIA H100", "9.0"))
+    shutil.rmtree(moved)
+    _cache(art, other, Component.DECODER)
+    with pytest.raises(StableMTLError, match=r"differs in key, gpu_name, compute_capability: built for TensorRT"):
+        load_engine_for(art, "decoder", "fp32", ORIN)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import MissingDependencyError, StableMTLError
+from ...errors import TENSORRT_INSTALL, MissingDependencyError, StableMTLError
 from ...artifact.manifest import Component, ComponentEntry, Manifest, Precision, parse_enum
 from ...artifact.engine_cache import (
     ENGINES_DIR,
@@ -53,9 +53,7 @@ def _trt() -> ModuleType:
     try:
         return importlib.import_module("tensorrt")
     except ImportError:
-        raise MissingDependencyError(
-            "tensorrt", "gpu", "the TensorRT backend (JetPack or NVIDIA's pip index)"
-        ) from None
+        raise MissingDependencyError("tensorrt", None, "the TensorRT backend", install=TENSORRT_INSTALL) from None
 
 
 def _numpy_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
