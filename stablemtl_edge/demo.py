@@ -25,7 +25,7 @@ import numpy as np
 from .atomic import prepare_output_directory
 from .errors import StableMTLError
 from .cli.parsers import parse_hw, positive_int
-from .cli.shell import run_cli
+from .cli.shell import HelpFormatter, describe, run_cli, summary
 
 __all__ = ["main", "write_photo_pan", "write_procedural_clip"]
 
@@ -148,8 +148,9 @@ def accuracy_table(results: dict[str, dict[str, dict]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stablemtl-demo",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=summary(__doc__),
+        epilog=describe(__doc__),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     parser.add_argument("--overwrite", action="store_true",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import StableMTLError
 from ..cli.parsers import nonnegative_int, percentile, positive_int
-from ..cli.shell import run_cli
+from ..cli.shell import HelpFormatter, run_cli, summary
 from ..artifact.manifest import Component
 from .calibrate import calibrate_artifact
 from .exclusions import DEFAULT_RULES
@@ -29,8 +29,8 @@ __all__ = ["build_parser", "main", "gate_samples_from_benchmark"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stablemtl-calibrate",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=summary(__doc__),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("artifacts", type=Path, help="exported artifact directory (manifest.json with fp32 graphs)")
     g = p.add_argument_group("calibration data")

@@ -59,11 +59,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
+def summary(doc: str | None) -> str | None:
+    """A module docstring's summary paragraph as plain ``--help`` text, without reST markup."""
+    return _plain(doc.strip().split("\n\n", 1)[0]) if doc else None
+
+
 def describe(doc: str | None) -> str | None:
     """A module docstring's body (after its summary line) as plain ``--help`` text, without reST markup."""
     if not doc:
         return None
-    body = doc.split("\n\n", 1)[-1].strip() if "\n\n" in doc.strip() else doc.strip()
+    return _plain(doc.split("\n\n", 1)[-1].strip() if "\n\n" in doc.strip() else doc.strip())
+
+
+def _plain(body: str) -> str:
     body = re.sub(r":\w+:`[.~]?([^`<]+?)(?:\s*<[^>]*>)?`", r"\1", body)  # :mod:`.x`, :class:`~a.B`, :doc:`t <p>`
     body = re.sub(r"`([^`<]+?)\s*<[^>]*>`_+", r"\1", body)  # `text <url>`_
     body = re.sub(r"^\.\. \w+::.*$", "", body, flags=re.M)  # directives

@@ -25,7 +25,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..cli.parsers import nonnegative_int, parse_hw, positive_int
-from ..cli.shell import run_cli
+from ..cli.shell import HelpFormatter, run_cli
 from .allocator import retain_freed_memory
 from .procedural import AVAILABLE_TASKS, DOMAIN_TASKS, Domain, parse_domain, procedural_split
 
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stablemtl_edge.data.bench",
         description="Measure how many labelled procedural samples per second one CPU core produces.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--size", default="128x160", help="image size HEIGHTxWIDTH")
     parser.add_argument("--domains", default="indoor,driving,flying", help="comma-separated procedural domains")

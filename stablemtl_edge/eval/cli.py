@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import StableMTLError
 from ..cli.parsers import parse_hw, positive_int
-from ..cli.shell import run_cli
+from ..cli.shell import HelpFormatter, run_cli, summary
 from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
 from ..data.benchmarks import (
@@ -116,8 +116,8 @@ def open_samples(args: argparse.Namespace) -> tuple[Sequence[Sample], tuple[str,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stablemtl-eval",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=summary(__doc__),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("artifacts", type=Path, help="exported artifact directory (manifest.json)")
     g = p.add_argument_group("sample set")

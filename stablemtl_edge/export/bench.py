@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import StableMTLError
 from ..cli.parsers import positive_int
-from ..cli.shell import run_cli
+from ..cli.shell import HelpFormatter, run_cli, summary
 from ..artifact.manifest import Manifest, Precision
 
 __all__ = ["GOAL", "run_bench", "main"]
@@ -84,7 +84,7 @@ def run_bench(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary(__doc__), formatter_class=HelpFormatter)
     parser.add_argument("directory")
     parser.add_argument("--json", default=None)
     parser.add_argument("--repeats", type=positive_int, default=5)

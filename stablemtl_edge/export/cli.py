@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision, ShapeProfile, parse_enum
-from ..cli.shell import run_cli
+from ..cli.shell import HelpFormatter, run_cli
 from ..cli.parsers import int_between, parse_hw, parse_pairs, positive_float, positive_int
 
 __all__ = [
@@ -215,7 +215,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="stablemtl-export",
         description="Export a StableMTL checkpoint to verified ONNX artifacts and build TensorRT engines.",

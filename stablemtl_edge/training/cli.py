@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StableMTLError
-from ..cli.shell import run_cli
+from ..cli.shell import HelpFormatter, describe, run_cli, summary
 from ..cli.parsers import fraction, hw, nonnegative_float, nonnegative_int, parse_pairs, positive_float, positive_int
 from ..data.allocator import retain_freed_memory
 
@@ -38,7 +38,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     d = OptimConfig()
     p = sub.add_parser("train", help="train one stage (the default command)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--config", type=Path, help="YAML file of defaults for these flags (keys with `_`)")
     p.add_argument("--stage", choices=("vae", "single", "multi"), default="single",
                    help="vae: train the autoencoder (small presets); single: stage 1; multi: stage 2")
@@ -78,7 +78,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_pool(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pool", help="render procedural samples once into .npz pools",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--output", type=Path, required=True, help="directory; one sub-directory per domain")
     p.add_argument("--count", default="indoor=1200,driving=1000,flying=600", help="samples per domain")
     p.add_argument("--resolution", type=_size, default=(128, 192), help="image size HxW")
@@ -87,7 +87,7 @@ def _add_pool(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="held-out procedural metrics vs the trivial baseline, with delta_m",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--model", default="demo", help="model directory or bundled name")
     p.add_argument("--split", default="test", choices=("val", "test"), help="procedural split")
     p.add_argument("--per-domain", type=positive_int, default=48, help="samples per domain")
@@ -97,7 +97,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _add_release(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("release", help="copy a model as an fp16 checkpoint (the bundled-model format)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="trained model directory (<run>/model)")
     p.add_argument("--output", type=Path, required=True, help="destination directory")
     p.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="storage precision")
@@ -105,8 +105,8 @@ def _add_release(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stablemtl-train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(prog="stablemtl-train", description=summary(__doc__),
+                                     formatter_class=HelpFormatter, epilog=describe(__doc__))
     sub = parser.add_subparsers(dest="command")
     _add_train(sub)
     _add_pool(sub)
