@@ -215,7 +215,7 @@ def _value(status, key: str) -> str | None:
 
 def test_a_faster_publisher_makes_the_node_drop_not_queue(ros, artifacts):
     """Frames arrive faster than inference: the newest frame wins, older ones are counted as dropped."""
-    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["all"]))
+    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["all"], input_qos="sensor_data"))
     depth = ros.listen("/stablemtl/depth/relative")
     pub = ros.helper.create_publisher(Image, "/image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
     wait_for(lambda: pub.get_subscription_count() >= 1, what="the node's subscription")
@@ -417,3 +417,59 @@ def test_the_docs_list_every_parameter_and_topic():
         assert f"`~/{t.name}`" in text or t.name.startswith("debug/"), t.name
         assert f"| {t.encoding.value}" in text or t.name.startswith("debug/") or t.name == "albedo"
     assert "`~/debug/<task>`" in text and 'pip install "stablemtl-edge[ros]"' in text
+
+
+def _camera(size: str, count: int, reliability: str, ros: Ros, profile: Path | None = None,
+            **extra) -> subprocess.Popen:
+    """The camera stand-in (tests/runtime/ros/camera_publisher.py) in its own process on ``ros``'s domain.
+
+    ``profile``: a Fast DDS XML profile file for the publisher's process.
+    """
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(ros.domain)}
+    if profile is not None:
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)
+    flags = [f"--{k}={v}" for k, v in extra.items()]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.runtime.ros.camera_publisher", f"--size={size}", f"--count={count}",
+         f"--reliability={reliability}", *flags],
+        env=env, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("size", ["720x1280", "1080x1920"])
+def test_large_frames_from_a_camera_process_arrive_with_the_default_qos(ros, artifacts, size):
+    """A camera driver in another process (default, reliable QoS): every HD frame reaches the node.
+
+    With a best-effort input these frames were lost: Fast DDS fragments them and drops the whole sample
+    when one fragment misses (the writer's 512 KB shared-memory segment, the socket buffer).
+    """
+    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["depth"], diagnostics_period=0.5))
+    depth = ros.listen("/stablemtl/depth/relative")
+    camera = _camera(size, 5, "reliable", ros)
+    try:
+        out, err = camera.communicate(timeout=60)
+    finally:
+        camera.kill()
+    assert camera.returncode == 0 and "sent 5 matched 1" in out, err
+    wait_for(lambda: node.statistics().received == 5, what=f"5 {size} frames (got {node.statistics()})")
+    wait_for(lambda: len(depth) >= 1, what="a depth image")
+    stats = node.statistics()
+    assert stats.errors == 0 and stats.skipped == 0 and stats.processed >= 1
+    h, w = (int(v) for v in size.split("x"))
+    assert image_to_numpy(depth[-1]).shape == (h, w)
+    print(f"\n{size}: received {stats.received}/5, processed {stats.processed}, dropped {stats.dropped}")
+
+
+def test_the_documented_transport_profile_lets_large_best_effort_frames_arrive(ros, artifacts, tmp_path):
+    """A best-effort-only camera driver started with the Fast DDS profile of docs/ros2.md: 1080p arrives."""
+    text = (REPO / "docs" / "ros2.md").read_text()
+    profile = tmp_path / "large_frames.xml"
+    profile.write_text(text.split("```xml\n", 1)[1].split("```", 1)[0])
+    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["depth"], input_qos="sensor_data"))
+    camera = _camera("1080x1920", 5, "best_effort", ros, profile=profile)
+    try:
+        out, err = camera.communicate(timeout=60)
+    finally:
+        camera.kill()
+    assert camera.returncode == 0 and "sent 5 matched 1" in out, err
+    wait_for(lambda: node.statistics().received == 5, what=f"5 best-effort frames (got {node.statistics()})")
