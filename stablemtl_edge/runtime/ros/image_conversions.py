@@ -258,17 +258,25 @@ def frame_from_image(msg: Any) -> tuple[np.ndarray, Layout]:
     """A camera ``sensor_msgs/Image`` as the uint8 frame and layout that ``Runtime.infer`` takes.
 
     Raises:
-        StableMTLError: the encoding is not a camera image (e.g. ``32FC1`` depth) or not supported.
+        StableMTLError: the encoding is not a camera image (e.g. ``32FC1`` depth) or not supported, or the
+            image is empty (width or height 0): skipped input, not something to infer on.
     """
     enc = ImageEncoding.parse(msg.encoding)
     layout = _CAMERA_LAYOUTS.get(enc)
     if layout is None:
         valid = ", ".join(e.value for e in _CAMERA_LAYOUTS)
         raise StableMTLError(f"`{enc}` is not a camera image encoding: input frames must be {valid}")
-    return _to_uint8(image_to_numpy(msg)), layout
+    return _nonempty(_to_uint8(image_to_numpy(msg))), layout
+
+
+def _nonempty(frame: np.ndarray) -> np.ndarray:
+    if frame.size == 0:
+        h, w = frame.shape[:2]
+        raise StableMTLError(f"empty image ({w}x{h} pixels): the publisher sent a frame without pixels")
+    return frame
 
 
 def frame_from_compressed(msg: Any) -> tuple[np.ndarray, Layout]:
     """A ``sensor_msgs/CompressedImage`` as the uint8 frame and layout that ``Runtime.infer`` takes."""
     pixels, layout = compressed_to_numpy(msg)
-    return _to_uint8(pixels), layout
+    return _nonempty(_to_uint8(pixels)), layout

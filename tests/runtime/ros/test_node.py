@@ -473,3 +473,21 @@ def test_the_documented_transport_profile_lets_large_best_effort_frames_arrive(r
         camera.kill()
     assert camera.returncode == 0 and "sent 5 matched 1" in out, err
     wait_for(lambda: node.statistics().received == 5, what=f"5 best-effort frames (got {node.statistics()})")
+
+
+def test_zero_size_frames_are_skipped_input_not_inference_errors(ros, artifacts):
+    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["depth"], diagnostics_period=0.2))
+    diagnostics = ros.listen("/diagnostics", DiagnosticArray)
+    pub = ros.helper.create_publisher(Image, "/image", QoSProfile(depth=10))
+    wait_for(lambda: pub.get_subscription_count() >= 1, what="the node's subscription")
+    empty = [Image(header=stamp(i), height=h, width=w, encoding="rgb8", step=3 * w) for i, (h, w) in
+             enumerate([(0, 0), (480, 0), (0, 640)])]
+    for msg in empty:
+        pub.publish(msg)
+        time.sleep(0.05)
+    wait_for(lambda: node.statistics().skipped == 3, what=f"3 skipped frames (got {node.statistics()})")
+    assert node.statistics().errors == 0
+    wait_for(lambda: any(_value(s, "frames_skipped") == "3" for d in diagnostics for s in d.status),
+             what="diagnostics counting the skipped frames")
+    levels = {s.level for d in diagnostics for s in d.status}
+    assert DiagnosticStatus.ERROR not in levels and DiagnosticStatus.WARN in levels
