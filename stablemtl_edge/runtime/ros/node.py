@@ -87,6 +87,9 @@ class InputQoS(str, enum.Enum):
         )
 
 
+# A publisher on the input topic and no frame for this long: diagnostics and the log say why.
+INPUT_STALL_S = 3.0
+
 # Outputs: reliable (so both reliable and best-effort subscribers match), keep-last 1: a slow subscriber
 # gets the newest prediction, never a backlog.
 OUTPUT_QOS = QoSProfile(
@@ -241,6 +244,7 @@ class StableMTLNode(LifecycleNode):
         self._outputs: dict[str, Publisher] = {}
         self._diagnostics: Publisher | None = None
         self._subscription: Subscription | None = None
+        self._input_reliable = True
         self._diag_timer: Timer | None = None
         self._slot: FrameSlot[tuple[Any, int]] | None = None
         self._worker: threading.Thread | None = None
@@ -334,6 +338,7 @@ class StableMTLNode(LifecycleNode):
         qos = self._input_qos_override or settings.input_qos.profile(settings.qos_depth)
         msg_type = CompressedImage if settings.compressed else Image
         self._subscription = self.create_subscription(msg_type, settings.subscription_topic, self._on_image, qos)
+        self._input_reliable = qos.reliability == ReliabilityPolicy.RELIABLE
         self._diag_timer = self.create_timer(settings.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"active: {msg_type.__name__} from {self._subscription.topic_name} -> "
@@ -395,6 +400,7 @@ class StableMTLNode(LifecycleNode):
         """Subscription callback: hand over and return at once (the worker infers)."""
         with self._lock:
             self._received += 1
+            self._last_input = time.monotonic()
         if self._slot is not None:
             self._slot.put((msg, time.perf_counter_ns()))
 
@@ -446,6 +452,7 @@ class StableMTLNode(LifecycleNode):
     def _reset_statistics(self) -> None:
         with self._lock:
             self._received = self._processed = self._skipped = self._errors = 0
+            self._last_input = time.monotonic()  # activation counts as the start of the wait
             self._latency_ms = LatencyWindow(1000)
             self._service_ms = LatencyWindow(1000)
             self._last_report: tuple[float, int, int, int] = (time.monotonic(), 0, 0, 0)
@@ -464,9 +471,39 @@ class StableMTLNode(LifecycleNode):
                 service_mean_ms=self._service_ms.mean,
             )
 
+    def _input_stall(self) -> str | None:
+        """Why frames do not arrive though a publisher is on the input topic, or None if they do (or none is)."""
+        sub = self._subscription
+        if sub is None or time.monotonic() - self._last_input < INPUT_STALL_S:
+            return None
+        publishers = self.get_publishers_info_by_topic(sub.topic_name)
+        if not publishers:
+            return None
+        topic, waited = sub.topic_name, f"no frame for {INPUT_STALL_S:.0f} s"
+        best_effort = [p.node_name for p in publishers if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT]
+        profile = "the large-frame Fast DDS profile of docs/ros2.md to the camera driver"
+        if self._input_reliable and best_effort and sub.get_publisher_count() == 0:
+            return (
+                f"{waited}: the publisher on {topic} ({', '.join(best_effort)}) offers best effort and the input "
+                f"is reliable, so they do not connect: set -p input_qos:=sensor_data (frames above 200 KB then "
+                f"also need {profile})"
+            )
+        if sub.get_publisher_count() == 0:
+            return f"{waited}: the publisher on {topic} does not match the input's QoS (see `ros2 topic info -v {topic}`)"
+        if not self._input_reliable:
+            return (
+                f"{waited} from the matched publisher on {topic}: best effort loses frames larger than the "
+                f"middleware's shared-memory segment or socket buffer: set -p input_qos:=reliable (the default; "
+                f"the publisher must offer reliable) or give {profile}"
+            )
+        return f"{waited} from the matched publisher on {topic}: it has stopped sending (is the camera running?)"
+
     def _publish_diagnostics(self) -> None:
         if self._diagnostics is None or self._runtime is None:
             return
+        stall = self._input_stall()
+        if stall is not None:
+            self._report_once(stall)
         stats = self.statistics()
         now = time.monotonic()
         last_t, last_processed, last_skipped, last_errors = self._last_report
@@ -474,6 +511,8 @@ class StableMTLNode(LifecycleNode):
         fps = (stats.processed - last_processed) / max(now - last_t, 1e-9)
         if stats.errors > last_errors:
             level, summary = DiagnosticStatus.ERROR, "inference failed on some frames (see the node's log)"
+        elif stall is not None:
+            level, summary = DiagnosticStatus.WARN, stall
         elif stats.processed == last_processed:
             level, summary = DiagnosticStatus.WARN, f"no frames processed from {self._subscription.topic_name}"
         elif stats.skipped > last_skipped:

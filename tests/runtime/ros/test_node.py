@@ -491,3 +491,30 @@ def test_zero_size_frames_are_skipped_input_not_inference_errors(ros, artifacts)
              what="diagnostics counting the skipped frames")
     levels = {s.level for d in diagnostics for s in d.status}
     assert DiagnosticStatus.ERROR not in levels and DiagnosticStatus.WARN in levels
+
+
+@pytest.mark.parametrize(
+    ("input_qos", "camera", "count", "advice"),
+    [
+        ("reliable", "best_effort", 50, "set -p input_qos:=sensor_data"),  # QoS mismatch: never connect
+        ("reliable", "reliable", 0, "it has stopped sending"),  # matched, silent
+    ],
+)
+def test_a_publisher_whose_frames_do_not_arrive_is_diagnosed(ros, artifacts, input_qos, camera, count, advice):
+    """A camera process on the input topic, no frame reaching the node: WARN with the cause within seconds.
+
+    (Large best-effort frames at 5-30 Hz lose most frames here but not all, so they are not a stall.)
+    """
+    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["depth"], input_qos=input_qos,
+                                diagnostics_period=0.5))
+    diagnostics = ros.listen("/diagnostics", DiagnosticArray)
+    proc = _camera("720x1280", count, camera, ros, wait=2, period=0.2, linger=15)
+    try:
+        wait_for(lambda: any(advice in s.message for d in list(diagnostics) for s in d.status),
+                 what=f"diagnostics advising `{advice}`")
+    finally:
+        proc.kill()
+        proc.communicate()
+    status = next(s for d in diagnostics for s in d.status if advice in s.message)
+    assert status.level == DiagnosticStatus.WARN and "no frame for 3 s" in status.message
+    assert node.statistics().received == 0
