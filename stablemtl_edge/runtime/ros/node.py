@@ -20,25 +20,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import enum
-import math
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import MissingDependencyError, StableMTLError
-from ...artifact.manifest import Precision, parse_enum
-from ...tasks import TASK_NAMES
 from ..api import Runtime
-from ..backends.base import Backend
 from ..stream import DropPolicy, FrameSlot, LatencyWindow
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
-from ..options import RuntimeOptions
-from .outputs import AlbedoEncoding, FreshPredictions, OutputOptions, OutputTopic, output_topics
+from .outputs import FreshPredictions, OutputTopic, output_topics
+from .parameters import PARAMETERS, InputQoS, NodeSettings, ReadAt, help_table, type_error
 
 try:
     import rclpy
@@ -57,34 +52,25 @@ try:
 except ModuleNotFoundError as exc:  # a robot image without the extra
     raise MissingDependencyError((exc.name or "rclpy").split(".")[0], "ros", "the stablemtl-ros node") from exc
 
-__all__ = ["InputQoS", "ReadAt", "NodeSettings", "NodeStatistics", "StableMTLNode", "PARAMETERS", "OUTPUT_QOS", "main"]
+__all__ = [
+    "InputQoS", "ReadAt", "NodeSettings", "NodeStatistics", "NodeParameterError", "StableMTLNode", "PARAMETERS",
+    "OUTPUT_QOS", "input_profile", "main",
+]
 
 
-class InputQoS(str, enum.Enum):
-    """QoS of the input subscription (history is always keep-last, depth ``qos_depth``).
+def input_profile(qos: InputQoS, depth: int) -> QoSProfile:
+    """The input subscription's QoS: keep-last ``depth``, volatile, reliability as ``qos`` says (see InputQoS)."""
+    reliability = ReliabilityPolicy.BEST_EFFORT if qos is InputQoS.SENSOR_DATA else ReliabilityPolicy.RELIABLE
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=DurabilityPolicy.VOLATILE
+    )
 
-    ``reliable`` (the default) is what a camera driver with default QoS publishes. It is the one setting
-    under which frames from another process arrive whatever their size: Fast DDS splits a 720x1280 rgb8
-    frame (2.7 MB) into fragments, and best effort drops the whole sample when one fragment misses the
-    writer's 512 KB shared-memory segment or the socket buffer (measured on loopback: 0-2 of 5 frames
-    arrived). Reliable re-sends the lost fragments instead. With keep-last 1 this cannot build a backlog:
-    the reader keeps only the newest frame and a keep-last writer never blocks, so latency stays bounded by
-    one frame plus a repair. ``sensor_data`` (best effort) is for drivers that publish best effort only (a
-    reliable subscription does not match them); large frames then need the publisher's transport profile
-    in docs/ros2.md.
-    """
 
-    SENSOR_DATA = "sensor_data"
-    RELIABLE = "reliable"
+class NodeParameterError(StableMTLError, InvalidParameterValueException):
+    """A start-up parameter is invalid: one line naming it and what it takes (``main`` prints it)."""
 
-    def __str__(self) -> str:
-        return self.value
-
-    def profile(self, depth: int) -> QoSProfile:
-        reliability = ReliabilityPolicy.BEST_EFFORT if self is InputQoS.SENSOR_DATA else ReliabilityPolicy.RELIABLE
-        return QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=DurabilityPolicy.VOLATILE
-        )
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
 
 
 # A publisher on the input topic and no frame for this long: diagnostics and the log say why.
@@ -98,105 +84,6 @@ OUTPUT_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
-
-
-class ReadAt(str, enum.Enum):
-    """The transition that reads a parameter; while its effect is in use the parameter cannot change."""
-
-    CONFIGURE = "configure"  #: locked while configured (runtime and publishers exist)
-    ACTIVATE = "activate"  #: locked while active (the subscription exists)
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class _Param:
-    """One ROS parameter: default (which fixes its type unless ``dynamic``), help text, when it is read."""
-
-    default: Any
-    description: str
-    read_at: ReadAt
-    dynamic: bool = False
-
-
-# name -> declaration; the single source for declaration, validation, --help and docs/ros2.md.
-_C, _A = ReadAt.CONFIGURE, ReadAt.ACTIVATE
-PARAMETERS: dict[str, _Param] = {
-    "artifact_dir": _Param("", "artifact directory written by stablemtl-export (holds manifest.json)", _C),
-    "tasks": _Param(["all"], f"tasks to run: `all` or a list of {', '.join(TASK_NAMES)}", _C, dynamic=True),
-    "mode": _Param("", "single (one UNet pass per task) or multi (multi-stream); empty = the artifact's mode", _C),
-    "backend": _Param(Backend.AUTO.value, "auto, onnxruntime or tensorrt", _C),
-    "precision": _Param(Precision.FP32.value, "fp32, fp16 or int8 (which exported graphs to load)", _C),
-    "providers": _Param("", "comma-separated onnxruntime providers; empty = best available", _C),
-    **{
-        f"rates.{task}": _Param(1, f"run {task} every N-th processed frame", _C)
-        for task in TASK_NAMES
-    },
-    "aux_reuse": _Param(1, "multi-stream: recompute auxiliary features every N frames (1 = exact)", _C),
-    "semantic_color": _Param(True, "also publish ~/semantic/color (rgb8 palette picture)", _C),
-    "albedo_encoding": _Param(AlbedoEncoding.FLOAT32.value, "32FC3 (linear [0, 1]) or rgb8 for ~/albedo", _C),
-    "debug": _Param(False, "also publish ~/debug/<task>, colourised rgb8 pictures for rviz", _C),
-    "input_topic": _Param("image", "input topic (remappable); with `compressed`, <input_topic>/compressed", _A),
-    "compressed": _Param(False, "subscribe to sensor_msgs/CompressedImage on <input_topic>/compressed", _A),
-    "input_qos": _Param(
-        InputQoS.RELIABLE.value, "reliable (every frame size arrives) or sensor_data (best effort publishers)", _A
-    ),
-    "qos_depth": _Param(1, "input queue depth (keep-last); 1 = always the newest frame", _A),
-    "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", _A),
-}
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    """All parameters, validated (:meth:`from_values` raises a :class:`StableMTLError` naming the fix)."""
-
-    runtime: RuntimeOptions
-    outputs: OutputOptions
-    input_topic: str
-    compressed: bool
-    input_qos: InputQoS
-    qos_depth: int
-    diagnostics_period: float
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> NodeSettings:
-        v = {name: values.get(name, p.default) for name, p in PARAMETERS.items()}
-        runtime = RuntimeOptions.parse(
-            v["artifact_dir"],
-            v["tasks"],
-            v["mode"],
-            v["backend"],
-            v["precision"],
-            v["providers"],
-            {task: v[f"rates.{task}"] for task in TASK_NAMES},
-            v["aux_reuse"],
-        )
-        topic = str(v["input_topic"]).strip()
-        if not topic:
-            raise StableMTLError("`input_topic` is empty: name the camera's image topic (or remap `image`)")
-        if int(v["qos_depth"]) < 1:
-            raise StableMTLError(f"`qos_depth` must be >= 1 (1 = newest frame only), got {v['qos_depth']}")
-        period = float(v["diagnostics_period"])
-        if not (math.isfinite(period) and period > 0):
-            raise StableMTLError(f"`diagnostics_period` must be a positive number of seconds, got {period}")
-        return cls(
-            runtime=runtime,
-            outputs=OutputOptions(
-                semantic_color=bool(v["semantic_color"]),
-                albedo_encoding=AlbedoEncoding.parse(v["albedo_encoding"]),
-                debug=bool(v["debug"]),
-            ),
-            input_topic=topic,
-            compressed=bool(v["compressed"]),
-            input_qos=parse_enum(InputQoS, v["input_qos"], "input_qos"),
-            qos_depth=int(v["qos_depth"]),
-            diagnostics_period=period,
-        )
-
-    @property
-    def subscription_topic(self) -> str:
-        return f"{self.input_topic.rstrip('/')}/compressed" if self.compressed else self.input_topic
 
 
 @dataclass(frozen=True)
@@ -253,13 +140,16 @@ class StableMTLNode(LifecycleNode):
         self._reported: set[str] = set()
         self._reset_statistics()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.declare_parameters(
-            "",
-            [
-                (name, p.default, ParameterDescriptor(description=p.description, dynamic_typing=p.dynamic))
-                for name, p in PARAMETERS.items()
-            ],
-        )
+        self._refusal = ""
+        for name, p in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=p.description, dynamic_typing=p.dynamic)
+            try:
+                self.declare_parameter(name, p.default, descriptor)
+            except InvalidParameterTypeException:
+                override = getattr(self, "_parameter_overrides", {}).get(name)  # rclpy keeps `-p` values here
+                raise NodeParameterError(type_error(name, getattr(override, "value", None))) from None
+            except InvalidParameterValueException:
+                raise NodeParameterError(f"parameter `{name}`: {self._refusal}") from None
 
     # -- parameters --------------------------------------------------------------------------------------
     def _current_values(self) -> dict[str, Any]:
@@ -281,6 +171,7 @@ class StableMTLNode(LifecycleNode):
         try:
             NodeSettings.from_values({**self._current_values(), **changes})
         except StableMTLError as exc:
+            self._refusal = str(exc)
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
@@ -335,7 +226,7 @@ class StableMTLNode(LifecycleNode):
         self._slot = FrameSlot(DropPolicy.LATEST)
         self._worker = threading.Thread(target=self._work, args=(self._slot,), name="stablemtl-inference", daemon=True)
         self._worker.start()
-        qos = self._input_qos_override or settings.input_qos.profile(settings.qos_depth)
+        qos = self._input_qos_override or input_profile(settings.input_qos, settings.qos_depth)
         msg_type = CompressedImage if settings.compressed else Image
         self._subscription = self.create_subscription(msg_type, settings.subscription_topic, self._on_image, qos)
         self._input_reliable = qos.reliability == ReliabilityPolicy.RELIABLE
@@ -489,7 +380,7 @@ class StableMTLNode(LifecycleNode):
                 f"also need {profile})"
             )
         if sub.get_publisher_count() == 0:
-            return f"{waited}: the publisher on {topic} does not match the input's QoS (see `ros2 topic info -v {topic}`)"
+            return f"{waited}: the publisher on {topic} does not match the input's QoS (`ros2 topic info -v {topic}`)"
         if not self._input_reliable:
             return (
                 f"{waited} from the matched publisher on {topic}: best effort loses frames larger than the "
@@ -546,15 +437,6 @@ class StableMTLNode(LifecycleNode):
         self._diagnostics.publish(msg)
 
 
-def _help_epilog() -> str:
-    rows = [f"  {name:<20} {p.default!s:<12} {p.description}" for name, p in PARAMETERS.items()]
-    return (
-        "ROS parameters (--ros-args -p name:=value):\n" + "\n".join(rows) + "\n\n"
-        "Example:\n  stablemtl-ros --ros-args -p artifact_dir:=artifacts/small -p tasks:=[depth,normal] "
-        "-r image:=/camera/color/image_raw"
-    )
-
-
 @contextlib.contextmanager
 def _ros(args: Sequence[str] | None) -> Iterator[None]:
     """``with rclpy.init(args=args):`` of newer rclpy; Jazzy's ``rclpy.init`` returns None."""
@@ -575,7 +457,7 @@ def main(args: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stablemtl-ros",
         description="StableMTL dense predictions (depth, normals, semantics, flows, intrinsics) as ROS 2 topics.",
-        epilog=_help_epilog(),
+        epilog=help_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -588,7 +470,7 @@ def main(args: Sequence[str] | None = None) -> int:
         with _ros(argv):
             try:
                 node = StableMTLNode()
-            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+            except (StableMTLError, InvalidParameterValueException, InvalidParameterTypeException) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             try:

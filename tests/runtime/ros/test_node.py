@@ -518,3 +518,32 @@ def test_a_publisher_whose_frames_do_not_arrive_is_diagnosed(ros, artifacts, inp
     status = next(s for d in diagnostics for s in d.status if advice in s.message)
     assert status.level == DiagnosticStatus.WARN and "no frame for 3 s" in status.message
     assert node.statistics().received == 0
+
+
+@pytest.mark.parametrize(
+    ("param", "named", "accepted"),
+    [
+        ("tasks:=5", "parameter `tasks`", "choose from normal, depth"),
+        ("rates.semantic:=abc", "parameter `rates.semantic` got `abc` (a string)", "it takes an integer >= 1"),
+        ("diagnostics_period:=2", "parameter `diagnostics_period` got `2` (an integer)", "a number with a decimal"),
+        ("debug:=3", "parameter `debug`", "it takes true or false"),
+    ],
+)
+def test_a_parameter_of_the_wrong_type_or_value_is_one_line_and_the_node_does_not_start(artifacts, param, named,
+                                                                                      accepted):
+    proc = _run_main(["--ros-args", "-p", f"artifact_dir:={artifacts}", "-p", param])
+    out, err = proc.communicate(timeout=TIMEOUT)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in err and "active:" not in err + out, err
+    assert len(errors) == 1 and named in errors[0] and accepted in errors[0], err
+
+
+def test_the_parameter_schema_lives_in_its_own_rclpy_free_module():
+    code = (
+        "import sys; sys.modules['rclpy'] = None\n"
+        "from stablemtl_edge.runtime.ros.parameters import PARAMETERS, NodeSettings, help_table\n"
+        "assert 'rates.semantic' in PARAMETERS and 'input_qos' in help_table()\n"
+        "assert NodeSettings.from_values({'artifact_dir': 'x'}).input_qos.value == 'reliable'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
