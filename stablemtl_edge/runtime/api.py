@@ -11,6 +11,7 @@ backend, activate one runner per component. torch-free: numpy, OpenCV and onnxru
 from __future__ import annotations
 
 import importlib.util
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ from .backends.onnxruntime import ProviderSpec
 from .prediction import FrameResult, Prediction
 from .preprocess import Layout, Letterbox, parse_layout, to_rgb
 from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Runtime"]
 
@@ -87,6 +90,7 @@ class Runtime:
         self.scheduler = Scheduler(manifest, self.runners, self._specs, mode, self.rates, aux_reuse)
         self._letterbox: Letterbox | None = None
         self._held: dict[str, Prediction] = {}
+        self._warned_size_change = False
         self._closed = False
 
     # -- construction ------------------------------------------------------------------------------------
@@ -225,6 +229,8 @@ class Runtime:
         rgb = to_rgb(frame, layout)
         box = self._letterbox
         if box is None or (box.src_h, box.src_w) != rgb.shape[:2]:
+            if box is not None:
+                self._size_changed((box.src_h, box.src_w), rgb.shape[:2])
             box = self._letterbox = Letterbox.fit(rgb.shape[:2], self.resolution)
             self.scheduler.reset()
             self._held = {}
@@ -238,6 +244,17 @@ class Runtime:
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         return FrameResult(index, dict(self._held), timings)
+
+    def _size_changed(self, old: tuple[int, int], new: tuple[int, int]) -> None:
+        """Say once why flow tasks go missing when frames change size (a folder of mixed photos)."""
+        flows = [t.key for t in self._specs if t.frames == 2]
+        if flows and not self._warned_size_change:
+            self._warned_size_change = True
+            log.warning(
+                "frame size changed from %dx%d to %dx%d: %s need two consecutive frames of one size, so they are "
+                "left out of each frame that follows a size change (said once); give the frames one size to keep "
+                "them", *old, *new, ", ".join(flows),
+            )
 
     def predict(
         self, frame1: np.ndarray, frame2: np.ndarray | None = None, layout: Layout | str = Layout.RGB

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the source at this rate (play a file like a camera); default: as fast as it delivers",
     )  # fmt: skip
     s.add_argument("--camera-retries", type=int_at_least(0), default=3, help="reconnect attempts after a camera disconnects")
+    s.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image of a folder (default: skip it with a warning and count it)")
     o = p.add_argument_group("output")
     o.add_argument("--show", action="store_true", help="show the montage in a window (needs an OpenCV with GUI)")
     o.add_argument("--output-video", "-o", type=Path, default=None, help="record the montage to this .mp4/.avi/.mkv")
@@ -79,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     options = runtime_options(args)
-    source = open_source(args.source, loop=args.loop, topic=args.topic, camera_retries=args.camera_retries)
+    source = open_source(
+        args.source, loop=args.loop, topic=args.topic, camera_retries=args.camera_retries, strict=args.strict
+    )
     with contextlib.ExitStack() as stack:
         rt = stack.enter_context(options.open())
         log.info("%s on %s: tasks %s", options_label(options), source.description, ", ".join(rt.tasks))

@@ -204,7 +204,10 @@ class OutputFormat(str, enum.Enum):
 
 
 class FrameFileSink(Sink):
-    """Writes every processed frame's predictions as files ``DIR/<frame index:06d>_<task>.<ext>``.
+    """Writes every processed frame's predictions as files ``DIR/<name>_<task>.<ext>``.
+
+    ``<name>`` is the source photo's file name in a folder run (``IMG_0042_depth.png``), else the frame
+    index (``000042_depth.png``).
 
     ``.npy`` holds the value exactly as the runtime returned it (dtype and units of ``Prediction.value``);
     ``.png`` is the colour image of :mod:`.visualize`. A prediction carried over from an earlier frame
@@ -239,18 +242,18 @@ class FrameFileSink(Sink):
         for key, pred in item.result.predictions.items():
             if self.tasks is not None and key not in self.tasks:
                 continue
-            stem = self.directory / f"{index:06d}_{key}"
+            stem = self.directory / f"{item.frame.stem or f'{index:06d}'}_{key}"
             if OutputFormat.NPY in self.formats:
                 buf = io.BytesIO()
                 np.save(buf, np.asarray(pred.value), allow_pickle=False)
-                atomic_write_bytes(stem.with_suffix(".npy"), buf.getvalue())
+                atomic_write_bytes(f"{stem}.npy", buf.getvalue())  # not with_suffix: photo names may hold dots
                 self.files += 1
             if OutputFormat.PNG in self.formats:
                 rgb = colorize(key, pred.value, self.flow_max_radius)
                 ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 if not ok:
                     raise StableMTLError(f"OpenCV could not encode the {key} image of frame {index} as PNG")
-                atomic_write_bytes(stem.with_suffix(".png"), png.tobytes())
+                atomic_write_bytes(f"{stem}.png", png.tobytes())
                 self.files += 1
 
 

@@ -9,6 +9,7 @@ ends cleanly. :func:`open_source` turns one command-line string into the right s
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
@@ -56,6 +57,8 @@ class Frame:
         stamp_ns: the source's own time stamp in nanoseconds when it has one (bag header stamp, video
             position), else None.
         name: where it came from (file name in a folder, ``topic`` in a bag), for messages and file outputs.
+        stem: what per-frame output files are named after (the photo's file name without its extension in a
+            folder run); None = the frame index.
     """
 
     image: np.ndarray
@@ -63,6 +66,7 @@ class Frame:
     capture_ns: int
     stamp_ns: int | None = None
     name: str = ""
+    stem: str | None = None
 
 
 class Source(ABC):
@@ -80,6 +84,17 @@ class Source(ABC):
         self._index = 0
         self._opened = False
         self._interrupted = threading.Event()
+        self._skipped: collections.Counter[str] = collections.Counter()
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Reason -> count of inputs that could not be turned into a frame and were passed over."""
+        return dict(self._skipped)
+
+    def _skip(self, what: str, reason: str) -> None:
+        """Pass over one bad input: a warning naming it, and a count under ``reason`` for the summary."""
+        self._skipped[reason] += 1
+        log.warning("skipped %s: %s", what, reason)
 
     # -- life cycle --------------------------------------------------------------------------------------
     def open(self) -> Source:
@@ -114,9 +129,14 @@ class Source(ABC):
         if got is None:
             return None
         image, stamp_ns, name = got
-        frame = Frame(image=image, index=self._index, capture_ns=time.monotonic_ns(), stamp_ns=stamp_ns, name=name)
+        frame = Frame(image=image, index=self._index, capture_ns=time.monotonic_ns(), stamp_ns=stamp_ns, name=name,
+                      stem=self._stem(name))
         self._index += 1
         return frame
+
+    def _stem(self, name: str) -> str | None:
+        """The output-file stem of a frame called ``name``; None = name outputs by frame index."""
+        return None
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.read()) is not None:
@@ -322,16 +342,23 @@ def _natural_key(path: Path) -> list[Any]:
 class ImageFolderSource(Source):
     """Every image file of a folder, in natural order of the file names (``2.png`` before ``10.png``).
 
+    A file that cannot be read (empty, not an image, float pixels, deleted since the folder was listed) is
+    skipped with a warning naming it and counted in :attr:`skipped`: one bad photo does not end a run of
+    thousands. ``strict`` stops at it instead, with an error naming the file.
+
     Args:
         path: the folder (not searched recursively).
         loop: start again after the last image.
+        strict: raise at the first unreadable file instead of skipping it.
     """
 
-    def __init__(self, path: str | Path, loop: bool = False) -> None:
+    def __init__(self, path: str | Path, loop: bool = False, strict: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
         self.loop = loop
+        self.strict = strict
         self.files: list[Path] = []
+        self._stems: dict[str, str] = {}
         self._pos = 0
 
     @property
@@ -348,21 +375,52 @@ class ImageFolderSource(Source):
             raise StableMTLError(
                 f"image folder `{self.path}` has no images: expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
             )
+        stems = collections.Counter(p.stem for p in self.files)
+        # a.png and a.jpg would write the same a_depth.png: those keep their extension in the name
+        self._stems = {p.name: p.stem if stems[p.stem] == 1 else p.name.replace(".", "_") for p in self.files}
         self._pos = 0
 
+    def _stem(self, name: str) -> str | None:
+        return self._stems.get(name)
+
     def _read(self) -> tuple[np.ndarray, int | None, str] | None:
-        if self._pos >= len(self.files):
-            if not self.loop:
-                return None
-            self._pos = 0
-        path = self.files[self._pos]
-        self._pos += 1
+        failures_in_a_row = 0
+        while True:
+            if self._pos >= len(self.files):
+                if not self.loop or failures_in_a_row >= len(self.files):
+                    return None
+                self._pos = 0
+            path = self.files[self._pos]
+            self._pos += 1
+            image, reason = self._load(path)
+            if image is not None:
+                return image, None, path.name
+            if self.strict:
+                raise StableMTLError(f"cannot read image `{path}`: {reason}; remove it from the folder, or run "
+                                     "without --strict to skip such files")
+            self._skip(f"`{path}`", reason)
+            failures_in_a_row += 1
+
+    @staticmethod
+    def _load(path: Path) -> tuple[np.ndarray | None, str]:
+        """The image as uint8 RGB, or None and why not."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None, "the file disappeared after the folder was listed"
+        if size == 0:
+            return None, "the file is empty"
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise StableMTLError(
-                f"cannot read image `{path}`: the file is damaged or not an image; remove it from the folder"
-            )
-        return _bgr_to_rgb(image), None, path.name
+            if not path.exists():
+                return None, "the file disappeared after the folder was listed"
+            return None, "the file is damaged or not an image"
+        if image.dtype not in (np.uint8, np.uint16):
+            return None, f"{image.dtype} pixels (a data image, e.g. a depth map, not a camera frame)"
+        try:
+            return _bgr_to_rgb(image), ""
+        except StableMTLError as e:
+            return None, str(e)
 
     def _close(self) -> None:
         self.files = []
@@ -482,7 +540,9 @@ class PatternSource(Source):
 _PATTERN = re.compile(r"^pattern:(\d+)x(\d+)(?::(\d+))?$")
 
 
-def open_source(spec: str, loop: bool = False, topic: str | None = None, camera_retries: int = 3) -> Source:
+def open_source(
+    spec: str, loop: bool = False, topic: str | None = None, camera_retries: int = 3, strict: bool = False
+) -> Source:
     """Build the source a command-line string names (the source is not opened yet).
 
     Args:
@@ -492,6 +552,7 @@ def open_source(spec: str, loop: bool = False, topic: str | None = None, camera_
         loop: restart recorded sources at their end.
         topic: image topic of a bag.
         camera_retries: reconnect attempts of a camera.
+        strict: a folder stops at an unreadable file instead of skipping it.
 
     Raises:
         StableMTLError: the path does not exist or is of no known kind.
@@ -508,7 +569,7 @@ def open_source(spec: str, loop: bool = False, topic: str | None = None, camera_
     if path.is_dir():
         if (path / "metadata.yaml").is_file() or any(p.suffix in _BAG_EXTENSIONS for p in path.iterdir()):
             return RosBagSource(path, topic=topic, loop=loop)
-        return ImageFolderSource(path, loop=loop)
+        return ImageFolderSource(path, loop=loop, strict=strict)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in _BAG_EXTENSIONS:

@@ -26,7 +26,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -238,14 +238,18 @@ class StreamStats:
     wall_s: float
     fps: float
     ended_by: str
+    skipped: dict[str, int] = field(default_factory=dict)  # unreadable inputs the source passed over, by reason
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
+        skipped = sum(self.skipped.values())
+        reasons = "; ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
         return (
-            f"{self.processed} frames processed of {self.captured} captured ({self.dropped} dropped), "
-            f"{self.fps:.2f} fps, latency p50 {self.latency_p50_ms:.1f} ms / p99 {self.latency_p99_ms:.1f} ms, "
+            f"{self.processed} frames processed of {self.captured} captured ({self.dropped} dropped"
+            + (f", {skipped} unreadable inputs skipped: {reasons}" if skipped else "")
+            + f"), {self.fps:.2f} fps, latency p50 {self.latency_p50_ms:.1f} ms / p99 {self.latency_p99_ms:.1f} ms, "
             f"service {self.service_mean_ms:.1f} ms; ended by {self.ended_by}"
         )
 
@@ -314,6 +318,7 @@ class Stream:
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._ended_by = "running"
+        self._skipped: dict[str, int] | None = None
         self._captured = 0
         self._written = 0
         self._fps = 0.0
@@ -435,6 +440,7 @@ class Stream:
             wall_s=wall,
             fps=processed / wall if wall else 0.0,
             ended_by=self._ended_by,
+            skipped=self._skipped if self._skipped is not None else self.source.skipped,
         )
 
     # -- threads -----------------------------------------------------------------------------------------
@@ -442,12 +448,15 @@ class Stream:
         try:
             target()
         except BaseException as e:  # re-raised in the caller's thread by join()
-            with self._error_lock:
-                if self._error is None:
-                    self._error = e
+            self._record_error(e)
             self.stop("error")
         finally:
             done.set()
+
+    def _record_error(self, e: BaseException) -> None:
+        with self._error_lock:
+            if self._error is None:
+                self._error = e
 
     def _capture(self) -> None:
         period_ns = int(1e9 / self.pace_fps) if self.pace_fps else 0
@@ -463,7 +472,14 @@ class Stream:
                         break
                     # Never catch up in a burst after a stall: a camera does not either.
                     next_ns = max(next_ns + period_ns, time.monotonic_ns())
-                frame = self.source.read()
+                try:
+                    frame = self.source.read()
+                except Exception as e:
+                    # The source failed (--strict on a bad photo, a broken bag): the run ends with this
+                    # error, but frames already read are still inferred and written, not discarded.
+                    self._record_error(e)
+                    self._finish("error")
+                    break
                 if frame is None:
                     self._finish("end of stream")
                     break
@@ -472,6 +488,7 @@ class Stream:
                     break
         finally:
             self._inputs.close()
+            self._skipped = self.source.skipped  # before close: a bag's reader goes with it
             self.source.close()
 
     def _finish(self, reason: str) -> None:

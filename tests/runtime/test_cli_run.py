@@ -49,7 +49,7 @@ def test_run_on_odd_sized_image_folder_writes_montage_video_and_frames(artifacts
         results = [rt.infer(f.image) for f in ImageFolderSource(odd_folder)]
     for i, res in enumerate(results):
         for key in TASK_NAMES:
-            path = out / f"{i:06d}_{key}.npy"
+            path = out / f"{i:04d}_{key}.npy"  # named after the source photo (0000.png)
             if key in res.predictions:
                 np.testing.assert_array_equal(np.load(path), res[key])
                 assert np.load(path).shape[:2] == (375, 1242)

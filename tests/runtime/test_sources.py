@@ -92,7 +92,9 @@ def test_image_folder_errors(tmp_path):
         ImageFolderSource(tmp_path).open()
     (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
     with pytest.raises(StableMTLError, match="broken.png"):
-        ImageFolderSource(tmp_path).read()
+        ImageFolderSource(tmp_path, strict=True).read()
+    lenient = ImageFolderSource(tmp_path)  # the default skips it: the only image, so the folder just ends
+    assert lenient.read() is None and lenient.skipped == {"the file is damaged or not an image": 1}
 
 
 def test_pattern_moves_by_its_motion():
