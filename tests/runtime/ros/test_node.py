@@ -27,12 +27,13 @@ pytestmark = pytest.mark.ros
 import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -508,15 +509,18 @@ def test_a_publisher_whose_frames_do_not_arrive_is_diagnosed(ros, artifacts, inp
     node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["depth"], input_qos=input_qos,
                                 diagnostics_period=0.5))
     diagnostics = ros.listen("/diagnostics", DiagnosticArray)
+    log = ros.listen("/rosout", Log, QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL))
     proc = _camera("720x1280", count, camera, ros, wait=2, period=0.2, linger=15)
     try:
-        wait_for(lambda: any(advice in s.message for d in list(diagnostics) for s in d.status),
-                 what=f"diagnostics advising `{advice}`")
+        wait_for(lambda: sum(advice in s.message for d in list(diagnostics) for s in d.status) >= 3,
+                 what=f"diagnostics advising `{advice}` (three periods)")
     finally:
         proc.kill()
         proc.communicate()
     status = next(s for d in diagnostics for s in d.status if advice in s.message)
     assert status.level == DiagnosticStatus.WARN and "no frame for 3 s" in status.message
+    warnings = [m for m in list(log) if m.name == "stablemtl" and advice in m.msg]
+    assert len(warnings) == 1 and warnings[0].level == Log.WARN  # logged once, not every period
     assert node.statistics().received == 0
 
 
