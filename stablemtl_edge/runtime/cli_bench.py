@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--soak", type=nonnegative_int, default=0, metavar="N",
         help="also stream N frames of a source twice as fast as inference (first configuration)",
     )  # fmt: skip
-    b.add_argument("--json", type=Path, default=Path("stablemtl-bench.json"), help="write the results here")
+    b.add_argument("--json", type=Path, default=None, help="also write the results here (JSON)")
     b.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
     return p
 
@@ -444,10 +444,11 @@ def _bench(args: argparse.Namespace) -> int:
         soak_result = soak(grid[0], args.soak, settings.size)
     table = markdown(results, soak_result)
     print(table)
-    atomic_write_text(args.json, json.dumps({"results": results, "soak": soak_result}, indent=2) + "\n")
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps({"results": results, "soak": soak_result}, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
     if args.markdown is not None:
         atomic_write_text(args.markdown, table + "\n")
-    print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 

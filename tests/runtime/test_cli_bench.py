@@ -90,3 +90,10 @@ def test_bench_isolated_process_and_errors(artifacts, tmp_path, capsys):
     assert "--size must read HxW" in capsys.readouterr().err
     assert main(["-a", str(artifacts), "--precision", "fp16", "--json", str(out), "--no-isolate"]) == 1
     assert "no fp16 components" in capsys.readouterr().err
+
+
+def test_bench_writes_no_file_unasked(artifacts, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["-a", str(artifacts), "--mode", "single", "--tasks", "depth", "--frames", "1", "--warmup", "0",
+                 "--no-baseline", "--no-isolate"]) == 0  # fmt: skip
+    assert "| single/" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
