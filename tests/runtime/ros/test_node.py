@@ -506,8 +506,12 @@ def test_a_publisher_whose_frames_do_not_arrive_is_diagnosed(ros, artifacts, inp
 
     (Large best-effort frames at 5-30 Hz lose most frames here but not all, so they are not a stall.)
     """
-    node = start(ros, make_node(ros, artifact_dir=str(artifacts), tasks=["depth"], input_qos=input_qos,
-                                diagnostics_period=0.5))
+    # A name of its own: rcl routes a logger to /rosout by node name, process-wide, and earlier tests'
+    # `stablemtl` nodes (other contexts, destroyed) would take its log lines.
+    name = f"stablemtl_stall_{ros.domain}"
+    node = start(ros, StableMTLNode(name, context=ros.context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in dict(artifact_dir=str(artifacts), tasks=["depth"], input_qos=input_qos,
+                                               diagnostics_period=0.5).items()]))
     diagnostics = ros.listen("/diagnostics", DiagnosticArray)
     log = ros.listen("/rosout", Log, QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL))
     proc = _camera("720x1280", count, camera, ros, wait=2, period=0.2, linger=15)
@@ -519,8 +523,10 @@ def test_a_publisher_whose_frames_do_not_arrive_is_diagnosed(ros, artifacts, inp
         proc.communicate()
     status = next(s for d in diagnostics for s in d.status if advice in s.message)
     assert status.level == DiagnosticStatus.WARN and "no frame for 3 s" in status.message
-    warnings = [m for m in list(log) if m.name == "stablemtl" and advice in m.msg]
-    assert len(warnings) == 1 and warnings[0].level == Log.WARN  # logged once, not every period
+    def warnings() -> list:
+        return [m for m in list(log) if m.name == name and advice in m.msg]
+    wait_for(lambda: warnings(), what=f"the log warning advising `{advice}` on /rosout ({len(log)} log lines)")
+    assert len(warnings()) == 1 and warnings()[0].level == Log.WARN  # logged once, not every period
     assert node.statistics().received == 0
 
 
