@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import StableMTLError
-from ..tasks import IGNORE_ID, PALETTE, TaskName, get_task
+from ..tasks import CLASS_NAMES, IGNORE_ID, PALETTE, TaskName, get_task
 
 __all__ = [
     "TURBO_CONTROL_POINTS",
@@ -252,6 +252,86 @@ def _label(tile: np.ndarray, text: str) -> None:
     cv2.putText(tile, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
+# -- legends: what the colours of a tile mean, drawn inside the tile (its size never changes) --------------
+_LEGEND_MIN_SIDE = 48  # tiles smaller than this carry no legend: it would cover the prediction
+
+
+def _font(tile: np.ndarray) -> tuple[float, int]:
+    scale = max(0.3, min(tile.shape[0], tile.shape[1]) / 600.0)
+    return scale, max(1, int(round(scale * 1.5)))
+
+
+def _text(tile: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int) -> None:
+    cv2.putText(tile, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(tile, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def legend_depth(tile: np.ndarray) -> None:
+    """A near -> far colour bar along the bottom of a depth tile (in place)."""
+    h, w = tile.shape[:2]
+    scale, thick = _font(tile)
+    bar_h = max(4, h // 16)
+    x0, x1 = w // 4, w - w // 4
+    y1 = h - max(2, h // 40)
+    y0 = y1 - bar_h
+    ramp = np.linspace(0.0, 1.0, x1 - x0, dtype=np.float32)[None, :].repeat(bar_h, axis=0)
+    tile[y0:y1, x0:x1] = colorize_depth(ramp)  # 0 = near, warm, as in the tile
+    (tw, th), _ = cv2.getTextSize("far", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    (nw, _), _ = cv2.getTextSize("near", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    _text(tile, "near", (max(0, x0 - nw - 4), y1), scale, thick)
+    _text(tile, "far", (min(w - tw, x1 + 4), y1), scale, thick)
+
+
+def legend_flow(tile: np.ndarray) -> None:
+    """The colour wheel of :func:`colorize_flow` in the bottom-right corner of a flow tile (in place).
+
+    Direction is hue (a pixel moving right has the colour at the wheel's right), the centre (white) is no
+    motion and the rim the tile's full-saturation magnitude.
+    """
+    h, w = tile.shape[:2]
+    r = max(6, min(h, w) // 7)
+    margin = max(2, r // 4)
+    cy, cx = h - margin - r, w - margin - r
+    y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
+    inside = x * x + y * y <= r * r
+    wheel = colorize_flow(np.stack([x, y], axis=-1) / r, max_radius=1.0)
+    region = tile[cy - r : cy + r + 1, cx - r : cx + r + 1]
+    region[inside] = wheel[inside]
+    cv2.circle(tile, (cx, cy), r, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def legend_semantic(tile: np.ndarray, ids: Any, most: int = 6) -> None:
+    """Swatches and names of the classes present, largest first (at most ``most``), at the bottom-left."""
+    c = np.asarray(_values(ids))
+    present = [(int(n), int(k)) for k, n in enumerate(np.bincount(c[(c >= 0) & (c < len(PALETTE))].ravel(),
+                                                                   minlength=len(PALETTE))) if n]
+    present.sort(reverse=True)
+    h, w = tile.shape[:2]
+    scale, thick = _font(tile)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    row = th + base + 4
+    y = h - 4
+    for _, k in reversed(present[:most]):
+        if y - row < h // 3:
+            break
+        x0, y0 = 4, y - th
+        tile[y0 : y0 + th, x0 : x0 + th] = PALETTE[k]
+        cv2.rectangle(tile, (x0, y0), (x0 + th - 1, y0 + th - 1), (0, 0, 0), 1)
+        _text(tile, CLASS_NAMES[k], (x0 + th + 4, y), scale, thick)
+        y -= row
+
+
+def _legend(tile: np.ndarray, key: str, value: Any) -> None:
+    if min(tile.shape[:2]) < _LEGEND_MIN_SIDE:
+        return
+    if key == TaskName.DEPTH.value:
+        legend_depth(tile)
+    elif key == TaskName.OPTICAL_FLOW.value:
+        legend_flow(tile)
+    elif key == TaskName.SEMANTIC.value:
+        legend_semantic(tile, value)
+
+
 def montage(
     frame: np.ndarray,
     predictions: Mapping[str, Any],
@@ -260,6 +340,7 @@ def montage(
     labels: bool = True,
     flow_max_radius: float | None = None,
     caption: str | None = None,
+    legends: bool | None = None,
 ) -> np.ndarray:
     """One RGB picture: the input frame and every task's colour image, labelled, in a grid.
 
@@ -276,6 +357,8 @@ def montage(
         labels: draw each tile's name on it.
         flow_max_radius: passed to :func:`colorize_flow` (a constant keeps a video's colours steady).
         caption: extra text drawn on the input tile after its name (e.g. an fps/latency readout).
+        legends: draw what the colours mean (depth near/far bar, semantic classes present, flow colour
+            wheel) inside the tiles; None = as ``labels``.
 
     Returns:
         uint8 RGB ``(rows * h, cols * w, 3)``.
@@ -297,22 +380,28 @@ def montage(
         tw = _even(tile_width)
         th = _even(tile_width * h / w)
     # (label, image, nearest-neighbour resize: label maps must not blend colours)
-    tiles: list[tuple[str, np.ndarray, bool]] = [("input" + (f"  {caption}" if caption else ""), img, False)]
+    legends = labels if legends is None else legends
+    # (label, image, nearest-neighbour resize: label maps must not blend colours, task key when predicted)
+    tiles: list[tuple[str, np.ndarray, bool, str | None]] = [
+        ("input" + (f"  {caption}" if caption else ""), img, False, None)
+    ]
     for key in keys:
         name = get_task(key).prompt
         if key in predictions:
             image = colorize(key, predictions[key], flow_max_radius)
-            tiles.append((name, image, key == TaskName.SEMANTIC.value))
+            tiles.append((name, image, key == TaskName.SEMANTIC.value, key))
         else:
-            tiles.append((f"{name} (not yet)", np.full((th, tw, 3), 32, dtype=np.uint8), True))
+            tiles.append((f"{name} (not yet)", np.full((th, tw, 3), 32, dtype=np.uint8), True, None))
     rows, cols = montage_layout(len(tiles), (th, tw))
     canvas = np.zeros((rows * th, cols * tw, 3), dtype=np.uint8)
-    for i, (name, tile, nearest) in enumerate(tiles):
+    for i, (name, tile, nearest, key) in enumerate(tiles):
         if tile.shape[:2] != (th, tw):
             interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
             tile = cv2.resize(tile, (tw, th), interpolation=interp)
         else:
             tile = tile.copy()
+        if legends and key is not None:
+            _legend(tile, key, predictions[key])
         if labels:
             _label(tile, name)
         r, c = divmod(i, cols)
