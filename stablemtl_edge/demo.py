@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .artifact.layout import CALIBRATION_REPORT_MD, MANIFEST_NAME, calibration_file
 from .atomic import prepare_output_directory
 from .errors import StableMTLError
 from .cli.parsers import parse_hw, positive_int
@@ -175,13 +176,13 @@ def _run(args: argparse.Namespace) -> int:
     demo.run(
         "stablemtl-calibrate", art, "--calib-data", "procedural", "--calib-size", str(args.calib_size), "--quiet"
     )
-    shutil.copy(art / "int8" / "calibration_report.md", out / "int8_report.md")
+    shutil.copy(art / calibration_file(CALIBRATION_REPORT_MD), out / "int8_report.md")
 
     demo.step("verify every artifact against the torch reference and its recorded figures")
     demo.run("stablemtl-export", "verify", art)
 
     demo.step("make the demo clips (procedural driving scene with ground truth; pan over real photographs)")
-    manifest = json.loads((art / "manifest.json").read_text())
+    manifest = json.loads((art / MANIFEST_NAME).read_text())
     size = (manifest["profile"]["height"], manifest["profile"]["width"])
     clip = write_procedural_clip(out / "clips" / "procedural", args.clip_frames, size)
     pan = write_photo_pan(out / "clips" / "photos.mp4", args.clip_frames)

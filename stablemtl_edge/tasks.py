@@ -8,7 +8,6 @@ Layouts: images and labels are ``(H, W, C)`` float arrays (channels last); masks
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import StableMTLError
+from .records import KeyEnum
 
 __all__ = [
     "TaskName",
@@ -53,7 +53,7 @@ _PALETTE_SIGNED = PALETTE.astype(np.float32) / 127.5 - 1.0  # [8, 3] in [-1, 1]
 _EPS = 1e-6
 
 
-class TaskName(str, enum.Enum):
+class TaskName(KeyEnum):
     """Task names; the value is the key used in files, CLIs, manifests and ROS parameters."""
 
     NORMAL = "normal"
@@ -63,9 +63,6 @@ class TaskName(str, enum.Enum):
     SCENE_FLOW = "scene_flow"
     ALBEDO = "albedo"
     SHADING = "shading"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def _as_image(x: np.ndarray, name: str) -> np.ndarray:

@@ -12,7 +12,6 @@ torch-free and TensorRT-free: keys and records are plain data, testable anywhere
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 from collections.abc import Mapping
@@ -22,13 +21,11 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
-from .manifest import Component, Precision, ShapeProfile, file_sha256, parse_enum
+from .layout import ENGINE_FILE, ENGINES_DIR, RECORD_FILE
+from .manifest import Component, Precision, ShapeProfile, file_sha256
+from ..records import KeyEnum
 
 __all__ = [
-    "ENGINES_DIR",
-    "ENGINE_FILE",
-    "RECORD_FILE",
-    "TIMING_CACHE_FILE",
     "EngineTarget",
     "EngineKey",
     "EngineRecord",
@@ -42,11 +39,6 @@ __all__ = [
     "cached_entries",
     "rebuild_command",
 ]
-
-ENGINES_DIR = "engines"
-ENGINE_FILE = "engine.plan"
-RECORD_FILE = "engine.json"
-TIMING_CACHE_FILE = "timing.cache"
 
 
 @dataclass(frozen=True)
@@ -134,8 +126,8 @@ class EngineRecord:
     def from_dict(cls, d: Mapping[str, Any]) -> EngineRecord:
         return cls(
             key=str(d["key"]),
-            component=parse_enum(Component, d["component"], "component"),
-            precision=parse_enum(Precision, d["precision"], "precision"),
+            component=Component.parse(d["component"], "component"),
+            precision=Precision.parse(d["precision"], "precision"),
             onnx_sha256=str(d["onnx_sha256"]),
             profile=dict(d["profile"]),
             tensorrt_version=str(d["tensorrt_version"]),
@@ -150,14 +142,11 @@ class EngineRecord:
         return EngineTarget(self.tensorrt_version, self.gpu_name, self.compute_capability)
 
 
-class CacheStatus(str, enum.Enum):
+class CacheStatus(KeyEnum):
     VALID = "valid"
     MISSING = "missing"
     MISMATCH = "mismatch"  # the record is for another ONNX / precision / profile / TensorRT / GPU
     CORRUPT = "corrupt"  # unreadable record, missing or changed plan
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

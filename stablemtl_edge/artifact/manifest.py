@@ -39,7 +39,9 @@ from typing import Any
 from .. import __version__
 from ..atomic import atomic_write_text
 from .digest import cached_sha256, file_sha256
+from .layout import MANIFEST_NAME
 from ..errors import StableMTLError
+from ..records import KeyEnum
 from ..tasks import TASK_NAMES
 
 __all__ = [
@@ -61,49 +63,40 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 NUM_FEATURES = 16
 PIXEL_STEP = 64  # VAE 8x times UNet 8x down-sampling: a processing side must be a multiple of this
 
 
-class Precision(str, enum.Enum):
+class Precision(KeyEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Component(str, enum.Enum):
+class Component(KeyEnum):
     ENCODER = "encoder"
     UNET = "unet"
     UNET_MAIN = "unet_main"
     DECODER = "decoder"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Mode(str, enum.Enum):
+class Mode(KeyEnum):
     """``single``: one UNet pass per task. ``multi``: shared auxiliary passes + one main pass per task."""
 
     SINGLE = "single"
     MULTI = "multi"
 
-    def __str__(self) -> str:
-        return self.value
+    @property
+    def components(self) -> tuple[Component, ...]:
+        """The components this schedule runs, in pipeline order."""
+        if self is Mode.MULTI:
+            return (Component.ENCODER, Component.UNET, Component.UNET_MAIN, Component.DECODER)
+        return (Component.ENCODER, Component.UNET, Component.DECODER)
 
-
-def parse_enum(cls: type[enum.Enum], value: Any, what: str) -> Any:
-    """Parse a short key into an enum member, naming the valid keys on failure."""
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).strip().lower())
-    except ValueError:
-        valid = ", ".join(m.value for m in cls)
-        raise StableMTLError(f"unknown {what} `{value}`: choose from {valid}") from None
+    @property
+    def serves(self) -> tuple[Mode, ...]:
+        """The modes an artifact exported in this mode can run: a multi-stream one also runs single."""
+        return (Mode.SINGLE, Mode.MULTI) if self is Mode.MULTI else (Mode.SINGLE,)
 
 
 # -- schema: each value is checked where it is read, and a wrong one is named by its key path ------------
@@ -393,8 +386,8 @@ class Manifest:
         return tuple(p for p in Precision if p in self.components)
 
     def entry(self, precision: Precision | str, component: Component | str) -> ComponentEntry:
-        precision = parse_enum(Precision, precision, "precision")
-        component = parse_enum(Component, component, "component")
+        precision = Precision.parse(precision, "precision")
+        component = Component.parse(component, "component")
         if precision not in self.components:
             have = ", ".join(p.value for p in self.precisions()) or "none"
             raise StableMTLError(

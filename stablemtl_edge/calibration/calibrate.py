@@ -34,21 +34,19 @@ import onnx
 import onnxruntime
 
 from ..errors import StableMTLError
-from ..artifact.manifest import Component, ComponentEntry, Manifest, Mode, Precision, file_sha256, parse_enum
-from ..runtime.api import components_for
+from ..artifact.manifest import Component, ComponentEntry, Manifest, Mode, Precision, file_sha256
 from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
+from ..artifact.layout import CALIBRATION_SET, INT8_DIR, calibration_file, external_data_name, graph_file
 from .data import CalibrationSet, load_calibration_set
 from .gate import GateThresholds, OnGateFail, PipelineRun, TaskVerdict, heldout_samples, judge, run_pipeline
 from .quantize import QuantizedGraph, QuantizeOptions, quantize_component, remove_graph
 from .record import RecordedFeeds, record_feeds
 from .report import cpu_int8_support, write_report
 
-__all__ = ["CalibrationResult", "calibrate_artifact", "default_components", "INT8_DIR", "CALIBRATION_RECORD"]
+__all__ = ["CalibrationResult", "calibrate_artifact", "default_components"]
 
-INT8_DIR = "int8"
-CACHE_DIR = "int8/cache"
-CALIBRATION_RECORD = "calibration_data.json"
+CACHE_DIR = calibration_file("cache")  # activation ranges per graph and calibration set, reused across runs
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,8 @@ def _parse_components(names: Iterable[str | Component] | str | None, mode: Mode)
         return default_components(mode)
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
-    chosen = {parse_enum(Component, n, "component") for n in names}
-    allowed = components_for(mode)
+    chosen = {Component.parse(n, "component") for n in names}
+    allowed = mode.components
     bad = [c.value for c in chosen if c not in allowed]
     if bad:
         raise StableMTLError(
@@ -147,7 +145,7 @@ def _describe_failures(verdicts: Sequence[TaskVerdict]) -> str:
 def _candidate(manifest: Manifest, entries: dict[Component, ComponentEntry], int8: Iterable[Component]) -> Manifest:
     """``manifest`` with an ``int8`` set: ``int8`` components from ``entries``, the rest at fallback."""
     keep = set(int8)
-    comps = {c: entries[c] if c in keep else _fallback_entry(manifest, c) for c in components_for(manifest.mode)}
+    comps = {c: entries[c] if c in keep else _fallback_entry(manifest, c) for c in manifest.mode.components}
     components = {p: dict(v) for p, v in manifest.components.items() if p is not Precision.INT8}
     components[Precision.INT8] = comps
     return replace(manifest, components=components)
@@ -195,7 +193,7 @@ def calibrate_artifact(
         StableMTLError: bad input, or a failed gate with ``on_gate_fail=error``.
     """
     directory = Path(directory)
-    on_gate_fail = parse_enum(OnGateFail, on_gate_fail, "--on-gate-fail value")
+    on_gate_fail = OnGateFail.parse(on_gate_fail, "--on-gate-fail value")
     manifest = Manifest.load(directory)
     if Precision.FP32 not in manifest.components:
         raise StableMTLError(
@@ -250,7 +248,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         "method": options.method.value,
         **({"percentile": options.percentile} if options.method.value == "percentile" else {}),
         "activations": "int8, symmetric, per-tensor", "weights": "int8, symmetric, per-channel",
-        "format": "QDQ", "calibration_set": {"file": f"{INT8_DIR}/{CALIBRATION_RECORD}", "digest": calibration.digest,
+        "format": "QDQ", "calibration_set": {"file": calibration_file(CALIBRATION_SET), "digest": calibration.digest,
                                              "size": len(calibration), "source": calibration.record["source"]},
     }
     staged = f"{stage.relative_to(directory).as_posix()}"
@@ -258,7 +256,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                               {**base_record, **graphs[c].record()}) for c in chosen}
 
     # -- gate ----------------------------------------------------------------------------------------------
-    modes = (Mode.SINGLE, Mode.MULTI) if manifest.mode is Mode.MULTI else (Mode.SINGLE,)
+    modes = manifest.mode.serves
     labelled = {key for s in samples for key in s.labels}
     gate_tasks = tuple(t for t in task_keys if t in labelled)  # a flow needs frame 2: only score what is labelled
     if not gate_tasks:
@@ -327,18 +325,18 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                             "its int8 graph discarded")
     # Commit: move the kept graphs out of the staging folder; registered graphs of the others go away.
     for c in chosen:
-        final_rel = f"{INT8_DIR}/{c.value}.onnx"
+        final_rel = graph_file(Precision.INT8, c)
         if c in kept:
             graph = graphs[c]
             if graph.external_data:
                 os.replace(stage / graph.external_data, int8_dir / graph.external_data)
-            elif (int8_dir / f"{c.value}.onnx.data").exists():
-                (int8_dir / f"{c.value}.onnx.data").unlink()
+            elif (directory / external_data_name(final_rel)).exists():
+                (directory / external_data_name(final_rel)).unlink()
             os.replace(stage / f"{c.value}.onnx", directory / final_rel)
             entries[c] = replace(entries[c], file=final_rel)
         else:
             remove_graph(directory / final_rel)
-    calibration.save(int8_dir / CALIBRATION_RECORD)
+    calibration.save(directory / calibration_file(CALIBRATION_SET))
     final_manifest = _candidate(manifest, entries, kept)
     fallback_precision = _fallback_entry(manifest, chosen[0]).precision.value
     if kept:
@@ -357,7 +355,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         c = Component(name)
         reason = f"failed the int8 accuracy gate: {why}"
         comps[c] = replace(comps[c], quantization={"quantized": False, "reason": reason})
-    for c in components_for(manifest.mode):
+    for c in manifest.mode.components:
         if c not in chosen:
             comps[c] = replace(comps[c], quantization={"quantized": False, "reason": "not selected for int8"})
     files = {k: v for k, v in final_manifest.files.items() if not k.startswith(f"{INT8_DIR}/")}
@@ -366,11 +364,11 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         e.quantization = {**(e.quantization or {}), "gate": {"passed": True, "thresholds": thresholds.to_dict()}}
         files[e.file] = e.sha256
         if e.external_data:
-            data = f"{INT8_DIR}/{e.external_data}"
+            data = calibration_file(e.external_data)
             files[data] = file_sha256(directory / data)
     final_manifest = replace(final_manifest, files=files)
     final_manifest.save(directory)  # last, atomically
-    precisions = {c.value: comps[c].precision.value for c in components_for(manifest.mode)}
+    precisions = {c.value: comps[c].precision.value for c in manifest.mode.components}
     return CalibrationResult(directory, precisions, fallbacks, all(v.passed for v in final_verdicts), json_path,
                              md_path, report)
 
@@ -382,7 +380,7 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
             chosen: Sequence[Component], messages: list[str], verdict: str) -> dict[str, Any]:
     components: dict[str, Any] = {}
     registered = final.components.get(Precision.INT8, {})
-    for c in components_for(final.mode):
+    for c in final.mode.components:
         q = entries[c].quantization if c in entries else None
         reg = registered.get(c)
         note = ("int8" if reg is not None and reg.precision is Precision.INT8 else

@@ -15,7 +15,6 @@ samples (any :class:`~stablemtl_edge.data.sample.Sample` sequence, e.g. a benchm
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from ..runtime.api import Runtime
 from ..runtime.backends.base import Backend
 from ..data.sample import Sample
 from ..tasks import TASK_NAMES, get_task
+from ..records import KeyEnum
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -48,14 +48,11 @@ DEFAULT_THRESHOLD = 0.02
 _UNETS = (Component.UNET, Component.UNET_MAIN)
 
 
-class OnGateFail(str, enum.Enum):
+class OnGateFail(KeyEnum):
     """What a failed gate does: keep the failing components at fp16, or fail the command."""
 
     FALLBACK = "fallback"
     ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ our UNets, which the quantizer's run time grows with quadratically.
 from __future__ import annotations
 
 import contextlib
-import enum
 import inspect
 import logging
 import os
@@ -37,6 +36,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..errors import StableMTLError
 from .exclusions import QUANTIZED_OP_TYPES, Exclusions, resolve_exclusions
+from ..records import KeyEnum
 
 __all__ = [
     "CalibMethod",
@@ -52,15 +52,12 @@ _PROTOBUF_LIMIT = 2 * 1024**3
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
-class CalibMethod(str, enum.Enum):
+class CalibMethod(KeyEnum):
     """How activation ranges are derived from the calibration feeds."""
 
     MINMAX = "minmax"  # the observed range: no clipping, sensitive to outliers
     PERCENTILE = "percentile"  # clip at a high percentile of |x| (``percentile``)
     ENTROPY = "entropy"  # the clipping that minimises the KL divergence of the int8 histogram (TensorRT's)
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def ort(self) -> CalibrationMethod:

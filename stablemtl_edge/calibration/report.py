@@ -15,12 +15,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ..artifact.layout import CALIBRATION_REPORT_JSON, CALIBRATION_REPORT_MD
 from ..atomic import atomic_write_text
 
-__all__ = ["INT8_CPU_FLAGS", "cpu_int8_support", "render_markdown", "write_report", "REPORT_JSON", "REPORT_MD"]
+__all__ = ["INT8_CPU_FLAGS", "cpu_int8_support", "render_markdown", "write_report"]
 
-REPORT_JSON = "calibration_report.json"
-REPORT_MD = "calibration_report.md"
 #: CPU flags that give fast int8 dot products (x86 VNNI, ARM dot product / int8 matrix multiply).
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
@@ -148,7 +147,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 def write_report(directory: str | os.PathLike, report: dict[str, Any]) -> tuple[Path, Path]:
     """Write the JSON and Markdown reports into ``directory`` atomically; returns their paths."""
     directory = Path(directory)
-    json_path, md_path = directory / REPORT_JSON, directory / REPORT_MD
+    json_path, md_path = directory / CALIBRATION_REPORT_JSON, directory / CALIBRATION_REPORT_MD
     atomic_write_text(json_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(md_path, render_markdown(report))
     return json_path, md_path

@@ -8,7 +8,6 @@ probabilities; :class:`TaskMixture` does the second step. numpy only.
 
 from __future__ import annotations
 
-import enum
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from ..errors import StableMTLError
 from .sample import Sample
 from ..tasks import TaskName, get_task, parse_tasks
+from ..records import KeyEnum
 
 __all__ = [
     "SampleSource",
@@ -130,7 +130,7 @@ class SkipBadSamples(SampleSource):
         )
 
 
-class Corpus(str, enum.Enum):
+class Corpus(KeyEnum):
     """The official training sets; each has a procedural stand-in (:attr:`procedural_domain`)."""
 
     HYPERSIM = "hypersim"
@@ -140,9 +140,6 @@ class Corpus(str, enum.Enum):
     @property
     def procedural_domain(self) -> str:
         return {"hypersim": "indoor", "vkitti2": "driving", "flyingthings3d": "flying"}[self.value]
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Source probabilities per task in the official recipe (DESIGN.md section 2).

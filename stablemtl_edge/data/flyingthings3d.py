@@ -15,7 +15,6 @@ the two back-projections (OpenCV axes). Pixels with non-positive disparity or no
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ from .sample import Label, Sample
 from ..tasks import TaskName
 from .dataset import SampleSource, select_tasks
 from .formats import read_pfm, read_rgb, require_dir
+from ..records import KeyEnum
 
 __all__ = ["FlyingThings3DSource", "RenderPass", "FT3D_TASKS", "FOCAL_PX", "BASELINE", "scene_flow_from_disparity"]
 
@@ -37,14 +37,11 @@ MAX_FLOW_PX = 1000.0  # a few FlyingThings3D flows are numerically broken; beyon
 _FRAME = re.compile(r"^(\d{4})\.png$")
 
 
-class RenderPass(str, enum.Enum):
+class RenderPass(KeyEnum):
     """Which rendering of the frames to read."""
 
     CLEAN = "clean"
     FINAL = "final"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def scene_flow_from_disparity(flow: np.ndarray, disparity: np.ndarray, disparity_change: np.ndarray,

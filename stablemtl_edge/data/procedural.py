@@ -26,7 +26,6 @@ of one scene (demo, streaming evaluation) is :mod:`.clip`, built on :func:`rende
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +48,7 @@ from .raycast import (
     scatter_columns,
 )
 from .textures import CLASS_ID, Checker, Facade, Road, RoomShell, SmoothNoise, Stripes, TrafficLightHead
+from ..records import KeyEnum
 
 __all__ = [
     "Domain",
@@ -76,26 +76,20 @@ GAMMA = 2.2
 NOISE_SIGMA = 1.5 / 255.0  # sensor noise on the tone-mapped image
 
 
-class Domain(str, enum.Enum):
+class Domain(KeyEnum):
     """Procedural scene families; each mirrors one real training set's label set."""
 
     INDOOR = "indoor"
     DRIVING = "driving"
     FLYING = "flying"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Split(str, enum.Enum):
+class Split(KeyEnum):
     """Held-out splits of procedural data, told apart by their seeds (:data:`SPLIT_SEEDS`)."""
 
     TRAIN = "train"
     VAL = "val"
     TEST = "test"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Official label set of each domain, in canonical task order.

@@ -7,7 +7,6 @@ against a previous result. Runs on any backend of :class:`stablemtl_edge.runtime
 from __future__ import annotations
 
 import argparse
-import enum
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,11 +27,12 @@ from ..data.benchmarks import (
 from .delta_m import delta_m
 from .evaluate import evaluate, fit_trivial_baseline
 from .results import EvalResult
+from ..records import KeyEnum
 
 __all__ = ["BenchmarkName", "main", "open_samples"]
 
 
-class BenchmarkName(str, enum.Enum):
+class BenchmarkName(KeyEnum):
     """Sample sets the CLI can evaluate on."""
 
     CITYSCAPES = "cityscapes"
@@ -41,9 +41,6 @@ class BenchmarkName(str, enum.Enum):
     KITTI2015 = "kitti2015"
     MID_INTRINSICS = "mid-intrinsics"
     PROCEDURAL = "procedural"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Tasks each benchmark can label (KITTI 2015 scene flow needs --calib-root).

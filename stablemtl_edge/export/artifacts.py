@@ -37,6 +37,7 @@ from ..artifact.manifest import (
     file_sha256,
 )
 from ..artifact.digest import cached_sha256
+from ..artifact.layout import ENGINES_DIR, graph_file
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, resolve_checkpoint
 from ..model.stablemtl import StableMTL
 from ..tasks import TASKS
@@ -53,16 +54,10 @@ from .verify import (
     verify_end_to_end,
 )
 
-__all__ = ["ExportRequest", "ExportResult", "export_artifacts", "artifact_file", "checkpoint_digest"]
+__all__ = ["ExportRequest", "ExportResult", "export_artifacts", "checkpoint_digest"]
 
-ENGINES_DIR = "engines"
 TOLERANCE_FLOOR = 1e-2  # smallest end-to-end image tolerance handed to backends (TensorRT's TF32/fp16 tactics)
 Progress = Callable[[str], None]
-
-
-def artifact_file(precision: Precision, component: Component) -> str:
-    """The one place that names a graph's file inside the artifact (POSIX, relative)."""
-    return f"{precision.value}/{component.value}.onnx"
 
 
 def checkpoint_digest(directory: Path) -> str:
@@ -219,7 +214,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         for precision in request.precisions:
             for component, spec in specs.items():
                 key = f"{precision.value}/{component.value}"
-                rel = artifact_file(precision, component)
+                rel = graph_file(precision, component)
                 if key in reusable:
                     for f in reusable[key].paths():
                         _link(out / f, tmp / f)
@@ -230,7 +225,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
                 if precision is Precision.FP32:
                     data = export_component(model, spec, tmp / rel, request.options)
                 else:
-                    data = convert_to_fp16(tmp / artifact_file(Precision.FP32, component), tmp / rel)
+                    data = convert_to_fp16(tmp / graph_file(Precision.FP32, component), tmp / rel)
                 entries[precision][component] = ComponentEntry(
                     component=component,
                     precision=precision,
@@ -245,7 +240,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
                 exported.append(key)
 
         progress("computing torch reference outputs (photographs, every task)")
-        modes = (Mode.SINGLE, Mode.MULTI) if request.mode is Mode.MULTI else (Mode.SINGLE,)
+        modes = request.mode.serves
         refs = build_references(model, specs, profile.height, profile.width, modes)
         if refs_reusable and previous is not None:
             for f in previous.references.values():

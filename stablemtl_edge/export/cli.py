@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..artifact.manifest import Mode, Precision, ShapeProfile, parse_enum
+from ..artifact.manifest import Mode, Precision, ShapeProfile
 from ..cli.shell import HelpFormatter, run_cli
 from ..cli.parsers import int_between, parse_hw, parse_pairs, positive_float, positive_int
 
@@ -76,7 +76,7 @@ def parse_tolerance_overrides(specs: Sequence[str]) -> dict[str, float]:
 
 
 def parse_precisions(text: str) -> tuple[Precision, ...]:
-    return tuple(parse_enum(Precision, p, "precision") for p in text.split(",") if p.strip())
+    return tuple(Precision.parse(p, "precision") for p in text.split(",") if p.strip())
 
 
 def _progress_bar(desc: str):  # noqa: ANN202
@@ -96,7 +96,7 @@ def _export(args: argparse.Namespace) -> int:
     from .artifacts import ExportRequest, export_artifacts
     from .onnx_export import ExportOptions
 
-    mode = parse_enum(Mode, args.mode, "mode")
+    mode = Mode.parse(args.mode, "mode")
     profile = None
     if args.resolution or args.dynamic_hw:
         from ..model.checkpoint import read_config, resolve_checkpoint
@@ -183,7 +183,7 @@ def _build(args: argparse.Namespace) -> int:
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         rebuild=args.rebuild,
     )
-    records = build_engines(Path(args.directory), parse_enum(Precision, args.precision, "precision"), options, _say)
+    records = build_engines(Path(args.directory), Precision.parse(args.precision, "precision"), options, _say)
     for rec in records:
         print(f"{rec.component.value}/{rec.precision.value}: {rec.plan}")
     print(f"PASSED build {args.directory} ({len(records)} engine(s))")

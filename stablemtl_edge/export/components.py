@@ -40,7 +40,6 @@ __all__ = [
     "component_specs",
     "feature_specs",
     "check_resolution",
-    "components_for_mode",
 ]
 
 PIXEL_STEP = VAE_DOWNSAMPLE * UNET_DOWNSAMPLE  # 64: a frame side must be a multiple of this
@@ -152,12 +151,6 @@ def feature_specs(preset: ModelPreset) -> tuple[FeatureSpec, ...]:
     )
 
 
-def components_for_mode(mode: Mode) -> tuple[Component, ...]:
-    if mode is Mode.MULTI:
-        return (Component.ENCODER, Component.UNET, Component.UNET_MAIN, Component.DECODER)
-    return (Component.ENCODER, Component.UNET, Component.DECODER)
-
-
 def component_specs(preset: ModelPreset, mode: Mode, profile: ShapeProfile) -> dict[Component, ComponentSpec]:
     """The specs of every component a ``mode`` export holds, for this preset and shape profile."""
     check_resolution(profile.height, profile.width)
@@ -222,4 +215,4 @@ def component_specs(preset: ModelPreset, mode: Mode, profile: ShapeProfile) -> d
         ),
     }
     assert len(feats) == NUM_FEATURES
-    return {k: specs[k] for k in components_for_mode(mode)}
+    return {k: specs[k] for k in mode.components}

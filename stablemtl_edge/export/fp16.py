@@ -16,7 +16,8 @@ from pathlib import Path
 import onnx
 
 from ..errors import MissingDependencyError
-from .onnx_export import PROTOBUF_LIMIT, external_data_name
+from ..artifact.layout import external_data_name
+from .onnx_export import PROTOBUF_LIMIT
 
 __all__ = ["FP32_OPS", "convert_to_fp16"]
 

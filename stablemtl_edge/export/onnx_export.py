@@ -11,7 +11,6 @@ them (``<component>.onnx.data``), as ONNX and TensorRT expect.
 from __future__ import annotations
 
 import contextlib
-import enum
 import inspect
 import tempfile
 import warnings
@@ -23,24 +22,22 @@ import onnx
 import torch
 
 from ..errors import StableMTLError
-from ..artifact.manifest import parse_enum
+from ..artifact.layout import external_data_name
 from ..model.stablemtl import StableMTL
 from .components import ComponentSpec
+from ..records import KeyEnum
 
-__all__ = ["Exporter", "ExportOptions", "export_component", "PROTOBUF_LIMIT", "external_data_name"]
+__all__ = ["Exporter", "ExportOptions", "export_component", "PROTOBUF_LIMIT"]
 
 PROTOBUF_LIMIT = 2 * 1024**3  # a single ONNX protobuf cannot exceed 2 GB
 EXPORT_BATCH = 2  # example batch: > 1 so no exporter specialises the batch dimension
 
 
-class Exporter(str, enum.Enum):
+class Exporter(KeyEnum):
     """Which ``torch.onnx.export`` path builds the graph."""
 
     TORCHSCRIPT = "torchscript"
     DYNAMO = "dynamo"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def default_opset(self) -> int:
@@ -59,7 +56,7 @@ class ExportOptions:
     opset: int = 17
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "exporter", parse_enum(Exporter, self.exporter, "exporter"))
+        object.__setattr__(self, "exporter", Exporter.parse(self.exporter, "exporter"))
         if self.opset < self.exporter.min_opset or self.opset > 20:
             raise StableMTLError(
                 f"opset {self.opset} does not work with the {self.exporter.value} exporter: use "
@@ -68,12 +65,8 @@ class ExportOptions:
 
     @classmethod
     def for_exporter(cls, exporter: Exporter | str, opset: int | None = None) -> ExportOptions:
-        exporter = parse_enum(Exporter, exporter, "exporter")
+        exporter = Exporter.parse(exporter, "exporter")
         return cls(exporter, exporter.default_opset if opset is None else opset)
-
-
-def external_data_name(onnx_name: str) -> str:
-    return f"{onnx_name}.data"
 
 
 @contextlib.contextmanager

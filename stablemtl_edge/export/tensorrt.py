@@ -24,10 +24,8 @@ from typing import Any
 from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import StableMTLError
 from ..artifact.manifest import Component, ComponentEntry, FeatureSpec, Manifest, Precision, ShapeProfile, file_sha256
+from ..artifact.layout import ENGINE_FILE, ENGINES_DIR, TIMING_CACHE_FILE
 from ..artifact.engine_cache import (
-    ENGINE_FILE,
-    ENGINES_DIR,
-    TIMING_CACHE_FILE,
     CacheStatus,
     EngineKey,
     EngineRecord,

@@ -23,6 +23,7 @@ from ..model.multistream import auxiliary_tasks
 from ..model.stablemtl import StableMTL, unet_input
 from ..tasks import NUM_TASKS, TASKS
 from ..artifact.compare import Comparator, Tolerance
+from ..artifact.layout import END_TO_END, REFERENCE_DIR, reference_file
 from .components import ComponentSpec
 
 __all__ = [
@@ -38,13 +39,9 @@ __all__ = [
     "verify_component",
     "verify_end_to_end",
     "verify_artifact",
-    "REFERENCE_DIR",
-    "END_TO_END",
 ]
 
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket")
-REFERENCE_DIR = "reference"
-END_TO_END = "end_to_end"
 # Pixels per onnxruntime call in the end-to-end check: two frames at the official 384x512. All seven
 # rows in one call (the small presets) needed more than 24 GB of RAM at that size.
 E2E_PIXELS_PER_CALL = 2 * 384 * 512
@@ -222,24 +219,23 @@ class ReferenceSet:
 
     def save(self, directory: Path) -> dict[str, str]:
         """Write ``reference/<name>.npz``; return ``{name: relative file}`` for the manifest."""
-        root = directory / REFERENCE_DIR
-        root.mkdir(parents=True, exist_ok=True)
+        (directory / REFERENCE_DIR).mkdir(parents=True, exist_ok=True)
         files = {}
         for component, (inputs, outputs) in self.components.items():
             arrays = {f"in.{k}": v for k, v in inputs.items()} | {f"out.{k}": v for k, v in outputs.items()}
-            files[component.value] = _save_npz(root / f"{component.value}.npz", arrays)
+            files[component.value] = _save_npz(directory, reference_file(component.value), arrays)
         arrays = {"in.frame1": self.frames[0], "in.frame2": self.frames[1]}
         for mode, (latents, images) in self.end_to_end.items():
             arrays[f"out.{mode.value}.latent"] = latents
             arrays[f"out.{mode.value}.image"] = images
-        files[END_TO_END] = _save_npz(root / f"{END_TO_END}.npz", arrays)
-        return {k: f"{REFERENCE_DIR}/{Path(v).name}" for k, v in files.items()}
+        files[END_TO_END] = _save_npz(directory, reference_file(END_TO_END), arrays)
+        return files
 
 
-def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> str:
-    with open(path, "wb") as f:
+def _save_npz(directory: Path, rel: str, arrays: Mapping[str, np.ndarray]) -> str:
+    with open(directory / rel, "wb") as f:
         np.savez(f, **arrays)  # uncompressed: byte-identical for identical arrays (reuse, sha256)
-    return str(path)
+    return rel
 
 
 def load_reference(path: Path) -> tuple[Feeds, Feeds]:
@@ -323,10 +319,6 @@ def verify_end_to_end(
         comparator.compare(f"e2e/{mode.value}/{t.key}/image", images[t.index], expected[1][t.index])
 
 
-def modes_of(manifest: Manifest) -> tuple[Mode, ...]:
-    return (Mode.SINGLE, Mode.MULTI) if manifest.mode is Mode.MULTI else (Mode.SINGLE,)
-
-
 def verify_artifact(
     directory: str | Path, precisions: Iterable[Precision] | None = None, threads: int = 0,
     progress: Callable[[str], None] = lambda _: None,
@@ -376,7 +368,7 @@ def verify_artifact(
                 comparator.compare(f"{component.value}/photo/{out.name}", actual[out.name], expected[out.name])
         frames_in, e2e = load_reference(directory / manifest.references[END_TO_END])
         frames = (frames_in["frame1"], frames_in["frame2"])
-        for mode in modes_of(manifest):
+        for mode in manifest.mode.serves:
             progress(f"{precision.value}/end-to-end {mode.value}")
             verify_end_to_end(comparator, run, frames, mode, (e2e[f"{mode.value}.latent"], e2e[f"{mode.value}.image"]))
         results[precision] = comparator

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import UNET_DOWNSAMPLE, VAE_DOWNSAMPLE, ModelPreset, get_preset
 from ..errors import StableMTLError
-from ..artifact.manifest import Mode, parse_enum
+from ..artifact.manifest import Mode
 from ..tasks import TASKS, TaskSpec, parse_tasks
 from .embeddings import pseudo_task_embeddings
 from .multistream import MainStreamUNet, auxiliary_tasks, stack_features
@@ -142,7 +142,7 @@ class StableMTL(nn.Module):
     ) -> tuple[tuple[TaskSpec, ...], torch.Tensor]:
         """Encode, run the UNet schedule and return ``(tasks, latents [k, 4, h, w])``."""
         specs = parse_tasks(tasks)
-        mode = parse_enum(Mode, mode, "mode")
+        mode = Mode.parse(mode, "mode")
         self.check_frames(frame1, frame2, specs)
         frames = np.stack([frame1] if frame2 is None else [frame1, frame2])
         z = self.encode(frames)  # [1 or 2, 4, h, w]

@@ -21,13 +21,13 @@ import cv2
 import numpy as np
 
 from ..errors import StableMTLError
-from ..artifact.manifest import Component, Manifest, Mode, Precision, parse_enum
+from ..artifact.manifest import Component, Manifest, Mode, Precision
 from ..tasks import TaskName, TaskSpec, get_task, parse_tasks
 from .backends import Backend, BaseRunner, create_runner, engines_available
 from .backends.onnxruntime import ProviderSpec
 from .prediction import FrameResult, Prediction
 from .preprocess import Layout, Letterbox, parse_layout, to_rgb
-from .scheduler import Scheduler
+from ..artifact.schedule import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,6 @@ __all__ = ["Runtime"]
 _EPS = 1e-6
 _SUM3 = np.ones((1, 3), np.float32)  # cv2.transform: per-pixel channel sum
 _STAGES = ("preprocess", "encoder", "unet", "unet_main", "decoder", "postprocess", "total")
-
-
-def components_for(mode: Mode) -> tuple[Component, ...]:
-    """Components a schedule runs, in pipeline order."""
-    if mode is Mode.MULTI:
-        return (Component.ENCODER, Component.UNET, Component.UNET_MAIN, Component.DECODER)
-    return (Component.ENCODER, Component.UNET, Component.DECODER)
 
 
 def _parse_rates(rates: Mapping[str, int] | None, tasks: Sequence[TaskSpec]) -> dict[str, int]:
@@ -137,9 +130,9 @@ class Runtime:
         directory = Path(path)
         if manifest is None:
             manifest = Manifest.load(directory)
-        mode = manifest.mode if mode is None else parse_enum(Mode, mode, "mode")
-        precision = parse_enum(Precision, precision, "precision")
-        backend = parse_enum(Backend, backend, "backend")
+        mode = manifest.mode if mode is None else Mode.parse(mode, "mode")
+        precision = Precision.parse(precision, "precision")
+        backend = Backend.parse(backend, "backend")
         specs = parse_tasks(tasks)
         if mode is Mode.MULTI and manifest.mode is not Mode.MULTI:
             raise StableMTLError(
@@ -151,7 +144,7 @@ class Runtime:
         if isinstance(aux_reuse, bool) or not isinstance(aux_reuse, (int, np.integer)) or aux_reuse < 1:
             raise StableMTLError(f"`aux_reuse` must be an integer >= 1, got {aux_reuse!r}")
         _parse_rates(rates, specs)  # fail before the slow part
-        components = components_for(mode)
+        components = mode.components
         entries = {c: manifest.entry(precision, c) for c in components}
         if verify:
             manifest.verify_files(directory, [precision], components)

@@ -14,7 +14,7 @@ import itertools
 from typing import Any
 
 from ..errors import StableMTLError
-from ..artifact.manifest import Manifest, Mode, Precision, parse_enum
+from ..artifact.manifest import Manifest, Mode, Precision
 from ..cli.parsers import parse_list, positive_int
 from ..tasks import TASK_NAMES
 from .backends.base import Backend
@@ -94,7 +94,7 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     values = {}
     for flag, cls, default in (("mode", Mode, None), ("backend", Backend, Backend.AUTO),
                                ("precision", Precision, Precision.FP32)):  # fmt: skip
-        items = [parse_enum(cls, v, flag) for v in parse_list(getattr(args, flag))]
+        items = [cls.parse(v, flag) for v in parse_list(getattr(args, flag))]
         if len(items) > 1:
             raise StableMTLError(f"--{flag} takes one value here, got {', '.join(v.value for v in items)}")
         values[flag] = items[0] if items else default
@@ -103,7 +103,7 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
 
 def runtime_option_grid(args: argparse.Namespace) -> list[RuntimeOptions]:
     """Every (mode, backend, precision) combination of a parser built with ``add_runtime_args(multiple=True)``."""
-    modes: list[Any] = [parse_enum(Mode, v, "mode") for v in parse_list(args.mode)] or [None]
-    backends = [parse_enum(Backend, v, "backend") for v in parse_list(args.backend)] or [Backend.AUTO]
-    precisions = [parse_enum(Precision, v, "precision") for v in parse_list(args.precision)] or [Precision.FP32]
+    modes: list[Any] = [Mode.parse(v, "mode") for v in parse_list(args.mode)] or [None]
+    backends = [Backend.parse(v, "backend") for v in parse_list(args.backend)] or [Backend.AUTO]
+    precisions = [Precision.parse(v, "precision") for v in parse_list(args.precision)] or [Precision.FP32]
     return [_options(args, m, b, p) for m, b, p in itertools.product(modes, backends, precisions)]

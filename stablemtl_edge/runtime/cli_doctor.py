@@ -10,7 +10,6 @@ against this machine, and one real inference per precision. Exit status 1 when a
 from __future__ import annotations
 
 import argparse
-import enum
 import importlib
 import importlib.metadata
 import importlib.util
@@ -32,6 +31,7 @@ from ..errors import StableMTLError
 from ..artifact.manifest import Manifest, Precision
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
 from .sinks import opencv_has_gui
+from ..records import KeyEnum
 
 __all__ = [
     "Status",
@@ -45,14 +45,11 @@ __all__ = [
 ]
 
 
-class Status(str, enum.Enum):
+class Status(KeyEnum):
     OK = "ok"
     WARN = "warn"  #: works, but not as well as it could (a fallback, a missing optional piece)
     FAIL = "fail"  #: broken: the exit status becomes 1
     SKIP = "skip"  #: not applicable here
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

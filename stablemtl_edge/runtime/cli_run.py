@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..artifact.manifest import parse_enum
 from ..cli.parsers import int_at_least, new_or_dir, parse_list, positive_float, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
 from .cli_args import add_runtime_args, options_label, runtime_options
@@ -105,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
             sinks.append(video)
         files: FrameFileSink | None = None
         if args.output_dir is not None:
-            formats = [parse_enum(OutputFormat, f, "output format") for f in parse_list(args.save)]
+            formats = [OutputFormat.parse(f, "output format") for f in parse_list(args.save)]
             files = stack.enter_context(FrameFileSink(args.output_dir, formats=formats, tasks=rt.tasks))
             sinks.append(files)
         policy = DropPolicy(args.drop) if args.drop is not None else None

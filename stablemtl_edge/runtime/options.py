@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StableMTLError
-from ..artifact.manifest import Mode, Precision, parse_enum
+from ..artifact.manifest import Mode, Precision
 from ..cli.parsers import parse_pairs
 from ..tasks import TASK_NAMES, get_task, parse_tasks
 from .api import Runtime
@@ -103,9 +103,9 @@ class RuntimeOptions:
         return cls(
             artifact_dir=Path(artifact_dir),
             tasks=keys,
-            mode=parse_enum(Mode, mode, "mode") if mode not in (None, "") else None,
-            backend=parse_enum(Backend, backend, "backend"),
-            precision=parse_enum(Precision, precision, "precision"),
+            mode=Mode.parse(mode, "mode") if mode not in (None, "") else None,
+            backend=Backend.parse(backend, "backend"),
+            precision=Precision.parse(precision, "precision"),
             providers=provider_list or None,
             rates={k: v for k, v in parse_rates(rates).items() if k in keys and v != 1},
             aux_reuse=_positive_int(aux_reuse, "aux_reuse", "1 = exact"),

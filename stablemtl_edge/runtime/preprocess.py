@@ -7,18 +7,18 @@ A frame of any size is resized with its aspect ratio kept to fit the artifact's 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from ..errors import StableMTLError
+from ..records import KeyEnum
 
 __all__ = ["Layout", "Letterbox", "to_rgb", "parse_layout"]
 
 
-class Layout(str, enum.Enum):
+class Layout(KeyEnum):
     """Pixel layout of a uint8 camera frame."""
 
     RGB = "rgb"
@@ -26,9 +26,6 @@ class Layout(str, enum.Enum):
     RGBA = "rgba"
     BGRA = "bgra"
     GRAY = "gray"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _CHANNELS = {Layout.RGB: 3, Layout.BGR: 3, Layout.RGBA: 4, Layout.BGRA: 4, Layout.GRAY: 1}

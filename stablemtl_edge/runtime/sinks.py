@@ -6,7 +6,6 @@ The window and the video share one :class:`MontageRenderer`, so a frame's montag
 
 from __future__ import annotations
 
-import enum
 import functools
 import io
 import os
@@ -24,6 +23,7 @@ from ..errors import StableMTLError
 from ..tasks import TaskName, parse_tasks
 from .stream import Sink, StreamItem
 from .visualize import colorize, montage
+from ..records import KeyEnum
 
 __all__ = [
     "opencv_has_gui",
@@ -193,14 +193,11 @@ class VideoSink(Sink):
             os.replace(self._tmp, self.path)
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(KeyEnum):
     """Per-frame file outputs: ``npy`` = the prediction's values, ``png`` = its colour image."""
 
     NPY = "npy"
     PNG = "png"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class FrameFileSink(Sink):

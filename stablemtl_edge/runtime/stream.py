@@ -18,7 +18,6 @@ always joined and the source closed. An exception in any thread stops the others
 
 from __future__ import annotations
 
-import enum
 import logging
 import signal
 import threading
@@ -33,6 +32,7 @@ import numpy as np
 
 from ..errors import StableMTLError
 from .sources import Frame, Source
+from ..records import KeyEnum
 
 __all__ = [
     "DropPolicy",
@@ -52,14 +52,11 @@ STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 T = TypeVar("T")
 
 
-class DropPolicy(str, enum.Enum):
+class DropPolicy(KeyEnum):
     """What a full hand-over slot does with a new item."""
 
     LATEST = "latest"  #: replace the waiting item (counted as dropped): bounded latency, for live sources
     NONE = "none"  #: wait until the consumer takes it: every frame processed, for recorded sources
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class FrameSlot(Generic[T]):

@@ -17,7 +17,6 @@ and calls ``program.loss(wrapped_module, batch)``.
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -31,21 +30,19 @@ from ..model.stablemtl import StableMTL, frames_to_tensor, unet_input
 from ..tasks import TASKS
 from .batch import TaskBatch
 from .loss import latent_valid_mask, masked_latent_mse
+from ..records import KeyEnum
 
 __all__ = ["Stage", "StageProgram", "VAEProgram", "SingleProgram", "MultiProgram", "program_for", "KL_WEIGHT"]
 
 KL_WEIGHT = 1e-6  # the SD VAE recipe's KL weight: enough to keep latents bounded, no blur
 
 
-class Stage(str, enum.Enum):
+class Stage(KeyEnum):
     """Training stages, in recipe order."""
 
     VAE = "vae"
     SINGLE = "single"
     MULTI = "multi"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def parse_stage(stage: str | Stage) -> Stage:

@@ -19,7 +19,6 @@ weights of an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ from .sampler import TaskSampler
 from .sources import DataConfig, build_sources
 from .stages import Stage, initial_model, parse_stage, program_for
 from .validate import evaluate_model, main_metrics, take_samples, vae_psnr
+from ..records import KeyEnum
 
 __all__ = ["Precision", "TrainConfig", "Trainer", "train", "latest_checkpoint", "MODEL_DIR", "CHECKPOINT_DIR"]
 
@@ -60,16 +60,13 @@ class DamagedCheckpoint(StableMTLError):
     """A checkpoint file is missing, truncated or not what it should be (``--resume`` falls back past it)."""
 
 
-class Precision(str, enum.Enum):
+class Precision(KeyEnum):
     """Mixed precision: ``auto`` = bf16 on GPUs that support it, else fp16 on GPUs, none on CPUs."""
 
     AUTO = "auto"
     NO = "no"
     FP16 = "fp16"
     BF16 = "bf16"
-
-    def __str__(self) -> str:
-        return self.value
 
     def resolve(self, cuda: bool) -> str:
         if self is not Precision.AUTO:

@@ -1,6 +1,5 @@
 """The exported artifact: layout, manifest, parity records, references, reuse, third-party loading."""
 
-import json
 import os
 import shutil
 import subprocess

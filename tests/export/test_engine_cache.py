@@ -9,8 +9,8 @@ import pytest
 from stablemtl_edge import StableMTLError
 from stablemtl_edge.export.tensorrt import BuildOptions, build_engines, profile_shapes
 from stablemtl_edge.artifact.manifest import Component, ComponentEntry, Manifest, Precision, ShapeProfile, TensorSpec
+from stablemtl_edge.artifact.layout import ENGINE_FILE
 from stablemtl_edge.artifact.engine_cache import (
-    ENGINE_FILE,
     CacheStatus,
     EngineKey,
     EngineRecord,

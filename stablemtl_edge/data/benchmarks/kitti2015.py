@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from ..sample import Label, Sample
 from ...tasks import TaskName
 from .base import BenchmarkReader
 from .image_io import read_rgb, read_unchanged
+from ...records import KeyEnum
 
 __all__ = [
     "Occlusion",
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class Occlusion(str, enum.Enum):
+class Occlusion(KeyEnum):
     """Which ground truth to use: all pixels (``occ``) or only those visible in both frames (``noc``)."""
 
     OCC = "occ"

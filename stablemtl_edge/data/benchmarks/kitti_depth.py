@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,14 @@ from ..sample import Label, Sample
 from ...tasks import TaskName
 from .base import BenchmarkReader
 from .image_io import read_rgb, read_unchanged
+from ...records import KeyEnum
 
 __all__ = ["EvalCrop", "KittiDepthReader", "crop_mask", "kb_crop_box", "decode_depth_png"]
 
 KB_CROP_HW = (352, 1216)
 
 
-class EvalCrop(str, enum.Enum):
+class EvalCrop(KeyEnum):
     """The evaluation region of the KITTI Eigen split (fractions of the image height and width)."""
 
     GARG = "garg"

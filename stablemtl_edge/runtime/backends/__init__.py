@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ...artifact.layout import ORT_TRT_CACHE
 from ...artifact.manifest import ComponentEntry
 from .base import Backend, BaseRunner
 from .onnxruntime import OnnxRuntimeRunner, ProviderSpec
 from .tensorrt import TensorRTRunner, engines_available, load_engine_for
 
-# The TensorRT execution provider's own engine cache (not the native backend's `engines/<key>/` entries).
-ORT_TRT_CACHE = "engines/onnxruntime-tensorrt"
 
 __all__ = [
     "Backend",

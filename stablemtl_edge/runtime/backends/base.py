@@ -12,7 +12,6 @@ the inputs each component really receives by running the pipeline itself, withou
 
 from __future__ import annotations
 
-import enum
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -23,6 +22,7 @@ import numpy as np
 
 from ...errors import StableMTLError
 from ...artifact.manifest import ComponentEntry, TensorSpec
+from ...records import KeyEnum
 
 __all__ = ["Backend", "BaseRunner", "FeedObserver"]
 
@@ -31,15 +31,12 @@ __all__ = ["Backend", "BaseRunner", "FeedObserver"]
 FeedObserver = Callable[[ComponentEntry, Mapping[str, np.ndarray]], None]
 
 
-class Backend(str, enum.Enum):
+class Backend(KeyEnum):
     """Inference engine. ``auto`` picks native TensorRT when it is installed and engines are cached."""
 
     AUTO = "auto"
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class BaseRunner(ABC):

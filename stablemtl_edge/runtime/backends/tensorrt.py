@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import TENSORRT_INSTALL, MissingDependencyError, StableMTLError
-from ...artifact.manifest import Component, ComponentEntry, Manifest, Precision, parse_enum
+from ...artifact.manifest import Component, ComponentEntry, Manifest, Precision
+from ...artifact.layout import ENGINES_DIR, RECORD_FILE
 from ...artifact.engine_cache import (
-    ENGINES_DIR,
-    RECORD_FILE,
     EngineKey,
     EngineRecord,
     EngineTarget,
@@ -83,8 +82,8 @@ def probe_target(device: int = 0) -> EngineTarget:
 
 def find_engines(manifest_dir: str | Path, component: Component | str, precision: Precision | str) -> list[Path]:
     """``engine.json`` files under ``DIR/engines`` recorded for this component and precision."""
-    component = parse_enum(Component, component, "component")
-    precision = parse_enum(Precision, precision, "precision")
+    component = Component.parse(component, "component")
+    precision = Precision.parse(precision, "precision")
     found = []
     for directory in cached_entries(manifest_dir):
         try:
@@ -111,8 +110,8 @@ def load_engine_for(
         StableMTLError: no engine, or every cached engine differs from the manifest or this machine.
     """
     directory = Path(manifest_dir)
-    component = parse_enum(Component, component, "component")
-    precision = parse_enum(Precision, precision, "precision")
+    component = Component.parse(component, "component")
+    precision = Precision.parse(precision, "precision")
     manifest = Manifest.load(directory)
     entry = manifest.entry(precision, component)
     key = EngineKey(entry.sha256, precision, manifest.profile, target or probe_target())

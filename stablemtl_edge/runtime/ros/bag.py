@@ -8,7 +8,6 @@ lines up with the input when both are played together. Needs ``rosbags`` (the ``
 from __future__ import annotations
 
 import argparse
-import enum
 import os
 import sys
 from collections import Counter
@@ -21,12 +20,12 @@ import numpy as np
 
 from ...atomic import atomic_directory
 from ...errors import MissingDependencyError, StableMTLError
-from ...artifact.manifest import parse_enum
 from ...cli.shell import HelpFormatter, add_artifact_args, run_cli
 from ..cli_args import add_runtime_args, runtime_options
 from ..preprocess import Layout
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
 from .outputs import AlbedoEncoding, FreshPredictions, OutputOptions, OutputTopic, output_topics
+from ...records import KeyEnum
 
 try:
     from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
@@ -147,14 +146,11 @@ class BagImageReader:
         self.close()
 
 
-class BagStorage(str, enum.Enum):
+class BagStorage(KeyEnum):
     """rosbag2 storage plugin of the output bag (``mcap`` is the Jazzy default)."""
 
     MCAP = "mcap"
     SQLITE3 = "sqlite3"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def plugin(self) -> StoragePlugin:
@@ -188,7 +184,7 @@ class PredictionBagWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise StableMTLError(f"output bag `{self.path}` exists already: choose another path or pass --overwrite")
-        storage = parse_enum(BagStorage, storage, "bag storage")
+        storage = BagStorage.parse(storage, "bag storage")
         self.topics = tuple(topics)
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.counts: Counter[str] = Counter()

@@ -13,7 +13,6 @@ may include padding, multi-byte pixels are stored in the byte order given by ``i
 from __future__ import annotations
 
 import array
-import enum
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 
 from ...errors import StableMTLError
 from ..preprocess import Layout
+from ...records import KeyEnum
 
 __all__ = [
     "ImageEncoding",
@@ -41,7 +41,7 @@ class _PixelFormat:
     channels: int
 
 
-class ImageEncoding(str, enum.Enum):
+class ImageEncoding(KeyEnum):
     """The ``encoding`` strings this module converts; the value is the ROS spelling."""
 
     RGB8 = "rgb8"
@@ -54,9 +54,6 @@ class ImageEncoding(str, enum.Enum):
     TYPE_32FC1 = "32FC1"
     TYPE_32FC2 = "32FC2"
     TYPE_32FC3 = "32FC3"
-
-    def __str__(self) -> str:
-        return self.value
 
     @classmethod
     def parse(cls, value: str | ImageEncoding) -> ImageEncoding:

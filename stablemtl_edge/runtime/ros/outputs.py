@@ -7,7 +7,6 @@ no value) but is *relative* depth in [0, 1], never metres, hence the topic name 
 
 from __future__ import annotations
 
-import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,18 +19,16 @@ from ...tasks import TaskName, parse_tasks
 from .. import visualize
 from ..prediction import FrameResult, Prediction
 from .image_conversions import ImageEncoding
+from ...records import KeyEnum
 
 __all__ = ["AlbedoEncoding", "OutputOptions", "OutputTopic", "output_topics", "FreshPredictions"]
 
 
-class AlbedoEncoding(str, enum.Enum):
+class AlbedoEncoding(KeyEnum):
     """``32FC3``: linear albedo in [0, 1] as floats; ``rgb8``: the same scaled to 0..255 for viewers."""
 
     FLOAT32 = "32FC3"
     RGB8 = "rgb8"
-
-    def __str__(self) -> str:
-        return self.value
 
     @classmethod
     def parse(cls, value: str | AlbedoEncoding) -> AlbedoEncoding:

@@ -6,23 +6,23 @@ docs/ros2.md. rclpy-free, so the schema can be read (and tested) without ROS.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...artifact.manifest import Precision, parse_enum
+from ...artifact.manifest import Precision
 from ...errors import StableMTLError
 from ...tasks import TASK_NAMES
 from ..backends.base import Backend
 from ..options import RuntimeOptions
 from .outputs import AlbedoEncoding, OutputOptions
+from ...records import KeyEnum
 
 __all__ = ["InputQoS", "ReadAt", "ParameterSpec", "PARAMETERS", "NodeSettings", "help_table", "type_error"]
 
 
-class InputQoS(str, enum.Enum):
+class InputQoS(KeyEnum):
     """QoS of the input subscription (history is always keep-last, depth ``qos_depth``).
 
     ``reliable`` (the default) is what a camera driver with default QoS publishes. It is the one setting
@@ -39,18 +39,12 @@ class InputQoS(str, enum.Enum):
     SENSOR_DATA = "sensor_data"
     RELIABLE = "reliable"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class ReadAt(str, enum.Enum):
+class ReadAt(KeyEnum):
     """The transition that reads a parameter; while its effect is in use the parameter cannot change."""
 
     CONFIGURE = "configure"  #: locked while configured (runtime and publishers exist)
     ACTIVATE = "activate"  #: locked while active (the subscription exists)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,7 @@ class NodeSettings:
             ),
             input_topic=topic,
             compressed=bool(v["compressed"]),
-            input_qos=parse_enum(InputQoS, v["input_qos"], "input_qos"),
+            input_qos=InputQoS.parse(v["input_qos"], "input_qos"),
             qos_depth=int(v["qos_depth"]),
             diagnostics_period=period,
         )

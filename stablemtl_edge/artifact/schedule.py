@@ -1,5 +1,8 @@
 """The pass schedule: which components run on which rows, once per frame (DESIGN.md section 2).
 
+It is part of the artifact contract: the runtime serves frames with it, and the export-time and on-target
+checks run the stored references through it, so there is one pipeline and every backend meets it.
+
 Per frame the encoder runs once (batch 1) and the latent is kept for the next frame, so flow tasks (which
 read the pair t-1, t) cost no second encode. UNet rows are ``[z(frame1), z(frame2 or frame1 again),
 zeros(4)]`` on channels with ``task_id`` = canonical task index.
@@ -18,24 +21,53 @@ Streaming multi-stream rows share one auxiliary call, so every main task at fram
 streams computed on t and flow streams computed on (t-1, t) (on the first frame: (t, t)). A stateless
 reference run differs slightly: ``predict(t-1, t)`` computes the one-frame streams on t-1, and
 ``predict(t)`` the flow streams on (t, t). Matching both exactly would cost extra auxiliary rows per frame;
-single-stream results are identical either way. Per-task rates skip tasks on some frames; the auxiliary features can be reused for
-``aux_reuse`` frames. The scheduler speaks only to :class:`~.backends.base.BaseRunner` and works on
-network-resolution arrays; letterbox and decoding live in :mod:`.api`.
+single-stream results are identical either way. Per-task rates skip tasks on some frames; the auxiliary
+features can be reused for ``aux_reuse`` frames. The scheduler speaks only to :class:`Runner` (the
+runtime's :class:`~stablemtl_edge.runtime.backends.base.BaseRunner` is one) and works on
+network-resolution arrays; letterbox and decoding live in :mod:`stablemtl_edge.runtime.api`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import StableMTLError
-from ..artifact.manifest import Component, Manifest, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, TaskSpec
-from .backends.base import BaseRunner
+from .manifest import Component, Manifest, Mode, aux_feature_name, feature_name
 
-__all__ = ["Scheduler", "COUNTER_KEYS"]
+__all__ = ["Runner", "RowLimited", "Scheduler", "COUNTER_KEYS"]
+
+
+class Runner(Protocol):
+    """What the schedule needs of an engine: run a feed dict, return the named outputs."""
+
+    def infer(self, feed: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+              ) -> dict[str, np.ndarray]: ...
+
+
+class RowLimited:
+    """A runner whose calls are split into calls of at most ``rows`` batch rows.
+
+    Every graph of the contract treats batch rows independently, so splitting changes no value; it bounds
+    the activation memory (seven UNet rows at the official 384x512 need more than 24 GB in onnxruntime).
+    """
+
+    def __init__(self, runner: Runner, rows: int) -> None:
+        self.runner, self.rows = runner, max(1, int(rows))
+
+    def infer(self, feed: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+              ) -> dict[str, np.ndarray]:
+        n = len(next(iter(feed.values())))
+        if n <= self.rows:
+            return self.runner.infer(feed, output_names)
+        parts = [{k: v.copy() for k, v in self.runner.infer({k: v[i : i + self.rows] for k, v in feed.items()},
+                                                              output_names).items()}
+                 for i in range(0, n, self.rows)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 COUNTER_KEYS = (
     "frames",
@@ -67,7 +99,7 @@ class Scheduler:
     def __init__(
         self,
         manifest: Manifest,
-        runners: Mapping[Component, BaseRunner],
+        runners: Mapping[Component, Runner],
         tasks: Sequence[TaskSpec],
         mode: Mode,
         rates: Mapping[str, int] | None = None,
@@ -108,6 +140,7 @@ class Scheduler:
             self._aux_names = tuple(aux_feature_name(f.index) for f in manifest.features)
             self._aux_outputs = self._feat_names  # the auxiliary latents are not needed
         self.counters = dict.fromkeys(COUNTER_KEYS, 0)
+        self.last_latents: np.ndarray | None = None  # UNet latents of the last computed frame (checks, debugging)
         self.reset()
 
     # -- state -------------------------------------------------------------------------------------------
@@ -220,6 +253,7 @@ class Scheduler:
             for name, tiled in zip(self._aux_names, self._tiled):
                 feed[name] = tiled[:k]
             latents = self._call(Component.UNET_MAIN, feed, k, timings, _LATENT)["latent"]  # [k,4,h,w]
+        self.last_latents = latents
         images = self._call(Component.DECODER, {"latent": latents}, len(idx), timings, ("image",))["image"]
         return {t.key: images[i] for i, t in enumerate(due)}  # each [3,H,W]
 
