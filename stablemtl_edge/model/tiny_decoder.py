@@ -12,19 +12,23 @@ and Clip.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import __version__
+from ..atomic import atomic_path, atomic_write_text
 from ..config import LATENT_SCALE, ModelPreset, get_preset
 from ..errors import StableMTLError
 
-__all__ = ["TinyDecoder", "TinyDecoderConfig", "decoder_flops", "full_decoder_flops", "FLOP_BUDGET",
-           "LATENT_CHANNELS"]
+__all__ = ["TinyDecoder", "TinyDecoderConfig", "decoder_flops", "full_decoder_flops", "save_tiny_decoder",
+           "load_tiny_decoder", "read_tiny_decoder_record", "FLOP_BUDGET", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 log = logging.getLogger(__name__)
 FLOP_BUDGET = 0.10  # tiny / full decoder FLOPs, at any size (both scale with pixels)
@@ -112,8 +116,8 @@ class TinyDecoder(nn.Module):
     """Scaled latents ``[B, 4, h, w]`` (as the UNet predicts them) -> images ``[B, 3, 8h, 8w]`` in [-1, 1].
 
     The same contract as :meth:`stablemtl_edge.model.vae.LatentVAE.decode`, so either one decodes a
-    prediction. :meth:`decode_unclamped` is what distillation trains: a clamp has no gradient where
-    the student overshoots, so the loss sees the raw output.
+    prediction. Distillation trains the unclamped output: a clamp has no gradient where the student
+    overshoots, so a pixel pushed past -1 or 1 would never come back.
     """
 
     def __init__(self, config: TinyDecoderConfig | None = None) -> None:
@@ -128,14 +132,12 @@ class TinyDecoder(nn.Module):
         layers += [_conv(ch[-1], 3 * _SHUFFLE**2), nn.PixelShuffle(_SHUFFLE)]
         self.layers = nn.Sequential(*layers)
 
-    def decode_unclamped(self, latents: torch.Tensor) -> torch.Tensor:
-        """``[B, 4, h, w]`` -> ``[B, 3, 8h, 8w]``, not yet clamped."""
+    def forward(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """``[B, 4, h, w]`` -> ``[B, 3, 8h, 8w]``; ``clamp=False`` gives the raw output distillation trains."""
         if latents.ndim != 4 or latents.shape[1] != LATENT_CHANNELS:
             raise StableMTLError(f"tiny decoder: latents must be [B, {LATENT_CHANNELS}, h, w], got {tuple(latents.shape)}")
-        return self.layers(latents)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decode_unclamped(latents).clamp(-1.0, 1.0)
+        out = self.layers(latents)
+        return out.clamp(-1.0, 1.0) if clamp else out
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Alias of ``forward``, named like ``LatentVAE.decode``."""
@@ -168,3 +170,53 @@ def full_decoder_flops(preset: str | ModelPreset, latent_hw: tuple[int, int]) ->
         vae = LatentVAE(build_vae(get_preset(preset)), LATENT_SCALE)
     return decoder_flops(vae, latent_hw)
 
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+WEIGHTS_NAME = "tiny_decoder.safetensors"
+CONFIG_NAME = "tiny_decoder.json"
+CLASS_NAME = "TinyDecoder"
+
+
+def save_tiny_decoder(decoder: TinyDecoder, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``tiny_decoder.safetensors`` then ``tiny_decoder.json`` into ``directory``, each atomically.
+
+    The JSON (config, class, package version and ``extra``: the teacher's identity, steps, loss) is
+    written last, so a reader that finds it finds the weights it describes.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "class": CLASS_NAME})
+    record = {"_class_name": CLASS_NAME, "_package_version": __version__, "config": decoder.config.to_dict(),
+              **(dict(extra) if extra else {})}
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
+    return directory
+
+
+def read_tiny_decoder_record(directory: str | Path) -> dict[str, Any]:
+    """``tiny_decoder.json`` of ``directory``, checked to describe a :class:`TinyDecoder`."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise StableMTLError(f"`{path}` is missing: `{directory}` holds no distilled decoder "
+                             "(write one with `stablemtl-train distill-decoder`)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StableMTLError(f"`{path}` is not valid JSON ({type(e).__name__}); the file is damaged") from None
+    if not isinstance(record, dict) or record.get("_class_name") != CLASS_NAME or "config" not in record:
+        raise StableMTLError(f"`{path}` does not describe a {CLASS_NAME}")
+    return record
+
+
+def load_tiny_decoder(directory: str | Path, device: str | torch.device = "cpu") -> TinyDecoder:
+    """The mirror of :func:`save_tiny_decoder`: rebuild from the JSON, load the weights strictly."""
+    from .weight_files import load_state_dict_checked, read_safetensors
+
+    record = read_tiny_decoder_record(directory)
+    decoder = TinyDecoder(TinyDecoderConfig.from_dict(record["config"]))
+    weights = Path(directory) / WEIGHTS_NAME
+    load_state_dict_checked(decoder, read_safetensors(weights, device), str(weights))
+    return decoder.to(device).eval()
