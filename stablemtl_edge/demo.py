@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     shutil.copy(art / calibration_file(CALIBRATION_REPORT_MD), out / "int8_report.md")
 
     demo.step("verify every artifact against the torch reference and its recorded figures")
-    demo.run("stablemtl-export", "verify", art)
+    demo.run("stablemtl-doctor", "--artifacts", art, "--verify")
 
     demo.step("make the demo clips (procedural driving scene with ground truth; pan over real photographs)")
     manifest = json.loads((art / MANIFEST_NAME).read_text())

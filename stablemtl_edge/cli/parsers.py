@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ..artifact.manifest import Component, Precision
 from ..errors import StableMTLError
+from ..tasks import get_task
 
 __all__ = [
     "parse_hw",
@@ -33,6 +35,8 @@ __all__ = [
     "int_between",
     "new_or_dir",
     "as_type",
+    "parse_precisions",
+    "parse_tolerance_overrides",
 ]
 
 T = TypeVar("T")
@@ -158,3 +162,23 @@ def new_or_dir(text: str) -> Path:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"`{text}` is an existing file, not a directory: pass a directory")
     return path
+
+
+def parse_tolerance_overrides(specs: Sequence[str]) -> dict[str, float]:
+    """``TASK:ATOL`` or ``COMPONENT:ATOL`` pairs; an unknown name is refused with the valid ones."""
+    out = {}
+    for name, value in parse_pairs(specs, "--tolerance", "NAME:ATOL", "depth:0.02"):
+        if name not in {c.value for c in Component}:
+            name = get_task(name).key  # raises with the seven task names
+        try:
+            atol = float(value)
+        except ValueError:
+            atol = math.nan
+        if not math.isfinite(atol) or atol < 0:
+            raise StableMTLError(f"--tolerance `{name}:{value}`: the tolerance must be a finite number >= 0")
+        out[name] = atol
+    return out
+
+
+def parse_precisions(text: str) -> tuple[Precision, ...]:
+    return tuple(Precision.parse(p, "precision") for p in text.split(",") if p.strip())

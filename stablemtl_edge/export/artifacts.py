@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +41,12 @@ from ..artifact.layout import ENGINES_DIR, graph_file
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, resolve_checkpoint
 from ..model.stablemtl import StableMTL
 from ..tasks import TASKS
-from ..artifact.compare import Comparator
+from ..artifact.compare import Comparator, default_comparator
+from ..artifact.references import ReferenceSet, check_references
 from .components import ComponentSpec, component_specs, feature_specs
 from .fp16 import convert_to_fp16
 from .onnx_export import ExportOptions, export_component
-from .verify import (
-    OrtComponents,
-    build_references,
-    default_comparator,
-    torch_runner,
-    verify_component,
-    verify_end_to_end,
-)
+from .parity import OrtSessions, build_references, compare_component, torch_runner
 
 __all__ = ["ExportRequest", "ExportResult", "export_artifacts", "checkpoint_digest"]
 
@@ -249,7 +243,17 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         else:
             references_files = refs.save(tmp)
 
-        comparators = _verify(model, tmp, specs, entries, refs, modes, progress)
+        # What the pass schedule reads of the manifest (sizes, feature taps) is known before the checks.
+        draft = Manifest(
+            preset=preset.to_dict(),
+            mode=request.mode,
+            profile=profile,
+            components=entries,
+            features=feature_specs(preset) if request.mode is Mode.MULTI else (),
+            latent_scale=model.vae.scale,
+            latent_channels=int(preset.vae["latent_channels"]),
+        )
+        comparators = _verify(model, tmp, specs, entries, refs, draft, progress)
         parity: dict[str, Any] = {}
         worst: dict[str, float] = {t.key: 0.0 for t in TASKS}
         for precision, comparator in comparators.items():
@@ -268,14 +272,9 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         for p, comps in carried.items():
             entries[p] = comps
 
-        manifest = Manifest(
-            preset=preset.to_dict(),
-            mode=request.mode,
-            profile=profile,
+        manifest = replace(
+            draft,
             components=entries,
-            features=feature_specs(preset) if request.mode is Mode.MULTI else (),
-            latent_scale=model.vae.scale,
-            latent_channels=int(preset.vae["latent_channels"]),
             tolerance={k: _round_up(max(TOLERANCE_FLOOR, 2.0 * v)) for k, v in worst.items()},
             source={
                 "checkpoint": str(request.checkpoint),
@@ -312,11 +311,11 @@ def _verify(
     directory: Path,
     specs: dict[Component, ComponentSpec],
     entries: dict[Precision, dict[Component, ComponentEntry]],
-    refs: Any,
-    modes: tuple[Mode, ...],
+    refs: ReferenceSet,
+    manifest: Manifest,
     progress: Progress,
 ) -> dict[Precision, Comparator]:
-    """onnxruntime vs torch: per component on random inputs and photographs, then end to end per task."""
+    """onnxruntime vs torch: per component on random inputs, then the references through the schedule."""
     reference = torch_runner(model, specs)
     generator = torch.Generator().manual_seed(1234)
     random_inputs = {
@@ -325,15 +324,13 @@ def _verify(
     results = {}
     for precision, comps in entries.items():
         comparator = default_comparator(precision)
-        run = OrtComponents(directory, comps)
+        sessions = OrtSessions(directory, comps)
         for component, spec in specs.items():
-            progress(f"verifying {precision.value}/{component.value} (random inputs, photographs)")
-            verify_component(comparator, run, reference, spec, random_inputs[component], "random")
-            feeds, expected = refs.components[component]
-            verify_component(comparator, run, None, spec, feeds, "photo", expected)
-        for mode in modes:
-            progress(f"verifying {precision.value} end to end ({mode.value}-stream, all tasks)")
-            verify_end_to_end(comparator, run, refs.frames, mode, refs.end_to_end[mode])
+            progress(f"verifying {precision.value}/{component.value} (random inputs)")
+            feeds = random_inputs[component]
+            compare_component(comparator, sessions, spec, feeds, reference(component, feeds), "random")
+        check_references(comparator, manifest, sessions.runners(), refs, progress=progress,
+                         label=f"verifying {precision.value}/")
         results[precision] = comparator
     return results
 

@@ -48,7 +48,8 @@ def run_bench(
     from ..config import ModelPreset
     from ..model.checkpoint import load_pretrained
     from .components import component_specs
-    from .verify import OrtComponents, load_reference, torch_runner
+    from ..artifact.references import ReferenceSet
+    from .parity import OrtSessions, torch_runner
 
     manifest = Manifest.load(directory)
     checkpoint = manifest.source.get("checkpoint")
@@ -58,10 +59,11 @@ def run_bench(
     model = load_pretrained(checkpoint)
     specs = component_specs(ModelPreset.from_dict(manifest.preset), manifest.mode, manifest.profile)
     reference = torch_runner(model, specs)
-    ort_run = OrtComponents(directory, manifest.components[Precision.FP32], threads=threads)
+    ort_run = OrtSessions(directory, manifest.components[Precision.FP32], threads=threads)
+    refs = ReferenceSet.load(directory, manifest)
     rows = []
     for component in specs:
-        feeds, _ = load_reference(directory / manifest.references[component.value])
+        feeds, _ = refs.components[component]
         say(f"timing {component.value} (batch {next(iter(feeds.values())).shape[0]})")
         t_torch = _time(lambda: reference(component, feeds), repeats)
         t_ort = _time(lambda: ort_run(component, feeds), repeats)

@@ -1,12 +1,13 @@
-"""``stablemtl-export``: checkpoint -> verified ONNX artifact; ``verify``; ``build`` TensorRT engines; imports.
+"""``stablemtl-export``: checkpoint -> verified ONNX artifact; ``build`` TensorRT engines; imports.
 
 Subcommands (``export`` is the default, so ``stablemtl-export demo --out DIR`` works)::
 
     stablemtl-export export CKPT --out DIR [--mode multi] [--precision fp32,fp16] [--resolution HxW]
-    stablemtl-export verify DIR
     stablemtl-export build DIR --precision fp16|int8        (on the target, needs TensorRT)
     stablemtl-export import-official --single-stream PTH --multi-stream DIR|TAR --sd2 DIR --out CKPT
     stablemtl-export bench DIR                              (onnxruntime vs torch timing table)
+
+An artifact re-checks itself on the target, without torch: ``stablemtl-doctor --artifacts DIR --verify``.
 
 A :class:`StableMTLError` is printed as one ``error:`` line with exit status 1; anything else is a bug
 and keeps its traceback.
@@ -15,7 +16,6 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +23,10 @@ from pathlib import Path
 from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision, ShapeProfile
 from ..cli.shell import HelpFormatter, run_cli
-from ..cli.parsers import int_between, parse_hw, parse_pairs, positive_float, positive_int
+from ..cli.parsers import int_between, parse_hw, parse_precisions, positive_float, positive_int
 
 __all__ = [
-    "main", "build_parser", "parse_resolution", "parse_dynamic_hw", "parse_precisions", "parse_tolerance_overrides"
+    "main", "build_parser", "parse_resolution", "parse_dynamic_hw"
 ]
 
 COMMANDS = ("export", "verify", "build", "build-engine", "import-official", "bench")
@@ -54,29 +54,6 @@ def parse_dynamic_hw(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
     if c < a or d < b:
         raise StableMTLError(f"--dynamic-hw `{text}`: the maximum is smaller than the minimum")
     return (a, b), (c, d)
-
-
-def parse_tolerance_overrides(specs: Sequence[str]) -> dict[str, float]:
-    """``TASK:ATOL`` or ``COMPONENT:ATOL`` pairs; an unknown name is refused with the valid ones."""
-    from ..artifact.manifest import Component
-    from ..tasks import get_task
-
-    out = {}
-    for name, value in parse_pairs(specs, "--tolerance", "NAME:ATOL", "depth:0.02"):
-        if name not in {c.value for c in Component}:
-            name = get_task(name).key  # raises with the seven task names
-        try:
-            atol = float(value)
-        except ValueError:
-            atol = math.nan
-        if not math.isfinite(atol) or atol < 0:
-            raise StableMTLError(f"--tolerance `{name}:{value}`: the tolerance must be a finite number >= 0")
-        out[name] = atol
-    return out
-
-
-def parse_precisions(text: str) -> tuple[Precision, ...]:
-    return tuple(Precision.parse(p, "precision") for p in text.split(",") if p.strip())
 
 
 def _progress_bar(desc: str):  # noqa: ANN202
@@ -146,31 +123,12 @@ def _parity_table(manifest) -> str:  # noqa: ANN001
     return "\n".join(lines)
 
 
-# -- verify ----------------------------------------------------------------------------------------------------
+# -- verify (moved) -------------------------------------------------------------------------------------------
 def _verify(args: argparse.Namespace) -> int:
-    from .verify import verify_artifact
-
-    overrides = parse_tolerance_overrides(args.tolerance)
-    bar, step = _progress_bar("verify")
-    try:
-        results = verify_artifact(
-            args.directory, parse_precisions(args.precision) if args.precision else None, progress=step,
-            overrides=overrides,
-        )
-    finally:
-        bar.close()
-    failed = 0
-    for precision, comparator in results.items():
-        for r in comparator.results:
-            if args.verbose or not r.passed:
-                print(f"{precision.value}: {r.line()}")
-        failed += len(comparator.failures())
-        worst = max(comparator.results, key=lambda r: r.max_abs)
-        print(f"{precision.value}: {len(comparator.results)} checks, worst {worst.key} max {worst.max_abs:.3g}")
-    if failed:
-        raise StableMTLError(f"{args.directory}: {failed} parity check(s) failed (listed above)")
-    print(f"PASSED verify {args.directory}")
-    return 0
+    raise StableMTLError(
+        f"the self-check moved to the runtime, so a target checks itself with the base install: run "
+        f"`stablemtl-doctor --artifacts {args.directory} --verify`"
+    )
 
 
 # -- build -----------------------------------------------------------------------------------------------------
@@ -242,13 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: 17 torchscript, 18 dynamo)")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("verify", help="re-check an artifact: sha256 + onnxruntime against its references",
+    p = sub.add_parser("verify", help="moved: `stablemtl-doctor --artifacts DIR --verify` (runs on the target)",
                        formatter_class=fmt)
     p.add_argument("directory")
-    p.add_argument("--precision", default=None, help="comma-separated precisions (default: all in the manifest)")
-    p.add_argument("--verbose", action="store_true", help="print every comparison, not only failures")
-    p.add_argument("--tolerance", action="append", default=[], metavar="NAME:ATOL",
-                   help="override the absolute tolerance of a task (end to end) or a component, e.g. depth:0.02")
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("build", aliases=["build-engine"], formatter_class=fmt,

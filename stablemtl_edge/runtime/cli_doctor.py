@@ -4,7 +4,9 @@ Reports versions (Python, numpy, OpenCV, onnxruntime, TensorRT, CUDA), the onnxr
 *really* start (a tiny session is created on each one and ``get_providers()`` checked, since e.g.
 onnxruntime-gpu lists CUDA and silently falls back to CPU without a driver), the GPU, OpenCV's window and
 video support, and, with ``--artifacts``, the manifest, every file's sha256, the cached TensorRT engines
-against this machine, and one real inference per precision. Exit status 1 when any check fails.
+against this machine, and one real inference per precision. ``--verify`` makes the artifact checks deep
+(:mod:`.selfcheck`): every file hashed in full, and the stored references run through the runtime per
+precision, components and every task end to end. Exit status 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..artifact.manifest import Manifest, Precision
+from ..cli.parsers import parse_precisions, parse_tolerance_overrides, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
 from .sinks import opencv_has_gui
 from ..records import KeyEnum
@@ -236,8 +239,9 @@ def provider_checks() -> list[Check]:
     return checks
 
 
-def artifact_checks(directory: Path, run: bool = True) -> list[Check]:
-    """Manifest, sha256 of every file, cached TensorRT engines, and (``run``) one inference per precision."""
+def artifact_checks(directory: Path, run: bool = True, verify: VerifyOptions | None = None) -> list[Check]:
+    """Manifest, sha256 of every file, cached TensorRT engines, and (``run``) one inference per precision;
+    with ``verify``, the deep self-check instead of the digest-cache file check and the one-frame run."""
     s = f"artifacts {directory}"
     try:
         manifest = Manifest.load(directory)
@@ -250,6 +254,8 @@ def artifact_checks(directory: Path, run: bool = True) -> list[Check]:
         f"batch {p.min_batch}..{p.max_batch}, precisions {precisions}"
     )
     checks = [Check(s, "manifest", Status.OK, summary)]
+    if verify is not None:
+        return checks + _verify_checks(directory, manifest, verify, s) + _engine_checks(directory, manifest, s)
     sound = []
     for prec in manifest.precisions():
         try:
@@ -264,6 +270,49 @@ def artifact_checks(directory: Path, run: bool = True) -> list[Check]:
     if run:
         for prec in sound:
             checks.append(_run_check(directory, manifest, prec, s))
+    return checks
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What ``--verify`` checks: which precisions, with which tolerance overrides, on how many threads."""
+
+    precisions: tuple[Precision, ...] | None = None
+    overrides: dict[str, float] | None = None
+    threads: int | None = None
+    verbose: bool = False
+
+
+def _verify_checks(directory: Path, manifest: Manifest, options: VerifyOptions, section: str) -> list[Check]:
+    from .selfcheck import check_files, check_parity
+
+    def say(message: str) -> None:
+        print(f"verify: {message}", file=sys.stderr, flush=True)
+
+    try:
+        n = check_files(directory, manifest, say)
+    except StableMTLError as e:
+        return [Check(section, "files", Status.FAIL, str(e))]
+    checks = [Check(section, "files", Status.OK, f"{n} files, sha256 in full")]
+    precisions = options.precisions or manifest.precisions()
+    missing = [p.value for p in precisions if p not in manifest.components]
+    if missing:
+        have = ", ".join(p.value for p in manifest.precisions())
+        return checks + [Check(section, "parity", Status.FAIL, f"no {', '.join(missing)} graphs here (it has {have})")]
+    try:
+        results = check_parity(directory, manifest, precisions, options.threads, options.overrides, say)
+    except StableMTLError as e:
+        return checks + [Check(section, "parity", Status.FAIL, str(e))]
+    for precision, comparator in results.items():
+        failures = comparator.failures()
+        worst = max(comparator.results, key=lambda r: r.max_abs)
+        detail = f"{len(comparator.results)} comparisons, worst {worst.key} max {worst.max_abs:.3g}"
+        if failures:
+            detail = f"{len(failures)} of {len(comparator.results)} failed: " + "; ".join(r.line() for r in failures[:3])
+        checks.append(Check(section, f"{precision.value} parity", Status.FAIL if failures else Status.OK, detail))
+        if options.verbose:
+            checks += [Check(section, f"  {r.key}", Status.OK if r.passed else Status.FAIL, r.line())
+                       for r in comparator.results]
     return checks
 
 
@@ -341,14 +390,32 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)  # fmt: skip
     add_artifact_args(p, required=False)
     p.add_argument("--no-run", action="store_true", help="with --artifacts: skip the one-frame inference per precision")
+    p.add_argument("--verify", action="store_true",
+                   help="with --artifacts: the deep self-check (full sha256, stored references through the runtime)")
+    p.add_argument("--precision", default=None, help="with --verify: comma-separated precisions (default: all)")
+    p.add_argument("--tolerance", action="append", default=[], metavar="NAME:ATOL",
+                   help="with --verify: override the absolute tolerance of a task (end to end) or a component, "
+                        "e.g. depth:0.02")
+    p.add_argument("--threads", type=positive_int, default=None, help="with --verify: onnxruntime threads (default: all)")
+    p.add_argument("--verbose", action="store_true", help="with --verify: list every comparison")
     p.add_argument("--json", type=Path, default=None, help="also write the checks to this JSON file")
     return p
 
 
 def _doctor(args: argparse.Namespace) -> int:
     checks = environment_checks() + provider_checks()
+    verify_flags = [f for f, on in (("--precision", args.precision), ("--tolerance", args.tolerance),
+                                    ("--threads", args.threads), ("--verbose", args.verbose)) if on]
+    if verify_flags and not args.verify:
+        raise StableMTLError(f"{', '.join(verify_flags)} apply to `--verify`: add it, or drop them")
+    if args.verify and args.artifacts is None:
+        raise StableMTLError("`--verify` checks an artifact: give it with `--artifacts DIR`")
+    verify = None
+    if args.verify:
+        verify = VerifyOptions(parse_precisions(args.precision) if args.precision else None,
+                               parse_tolerance_overrides(args.tolerance), args.threads, args.verbose)
     if args.artifacts is not None:
-        checks += artifact_checks(args.artifacts, run=not args.no_run)
+        checks += artifact_checks(args.artifacts, run=not args.no_run, verify=verify)
     print(render(checks))
     if args.json is not None:
         atomic_write_text(args.json, json.dumps([c.to_dict() for c in checks], indent=2) + "\n")

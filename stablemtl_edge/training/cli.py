@@ -6,6 +6,7 @@
     stablemtl-train pool --output pools --count indoor=1200,driving=1000,flying=600
     stablemtl-train evaluate --model runs/multi/model --output metrics.json
     stablemtl-train release --model runs/multi/model --output stablemtl_edge/weights/demo
+    stablemtl-train distill-decoder --model runs/multi/model --out runs/tiny --steps 2000 --source drive.mp4
 
 A YAML config file supplies defaults for any training flag (keys are the flag names with ``_``); flags
 given on the command line win.
@@ -22,12 +23,13 @@ from typing import Any
 
 from ..errors import StableMTLError
 from ..cli.shell import HelpFormatter, describe, run_cli, summary
-from ..cli.parsers import fraction, hw, nonnegative_float, nonnegative_int, parse_pairs, positive_float, positive_int
+from ..cli.parsers import (fraction, hw, new_or_dir, nonnegative_float, nonnegative_int, parse_pairs, positive_float,
+                           positive_int)
 from ..data.allocator import retain_freed_memory
 
 __all__ = ["main", "build_parser"]
 
-SUBCOMMANDS = ("train", "pool", "evaluate", "release")
+SUBCOMMANDS = ("train", "pool", "evaluate", "release", "distill-decoder")
 
 
 _size = hw
@@ -104,6 +106,28 @@ def _add_release(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of ours already at --output")
 
 
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill-decoder", help="train a tiny task decoder to copy the model's VAE decoder (no labels)",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--model", default="demo", help="the teacher: model directory or bundled name")
+    p.add_argument("--out", "--output", dest="out", type=new_or_dir, required=True,
+                   help="run directory: checkpoints, distill.jsonl, tiny_decoder.safetensors + .json")
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps")
+    p.add_argument("--batch-size", type=positive_int, default=2,
+                   help="frame pairs per step per process (each decodes every task's latent)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (Adam, cosine to a tenth)")
+    p.add_argument("--source", default="procedural",
+                   help="`procedural` (generated scenes), or an image folder, a video file or a ROS 2 bag of your camera")
+    p.add_argument("--size", type=_size, help="processing size HxW, multiples of 64 (default: the model's)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the student's initialisation")
+    p.add_argument("--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint in --out")
+    p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
+                   help="of the student (the teacher runs in fp32); auto: bf16/fp16 on GPUs, fp32 on CPU")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stablemtl-train", description=summary(__doc__),
                                      formatter_class=HelpFormatter, epilog=describe(__doc__))
@@ -112,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pool(sub)
     _add_evaluate(sub)
     _add_release(sub)
+    _add_distill(sub)
     return parser
 
 
@@ -229,6 +254,21 @@ def _run_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_distill(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig, distill_decoder
+
+    config = DistillConfig(model=args.model, output=args.out, steps=args.steps, batch=args.batch_size, lr=args.lr,
+                           source=args.source, size=tuple(args.size) if args.size else None, seed=args.seed,
+                           checkpoint_every=args.checkpoint_every, precision=args.mixed_precision,
+                           progress=not args.no_progress)
+    out = distill_decoder(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        record = json.loads((out / "tiny_decoder.json").read_text(encoding="utf-8"))
+        print(f"distilled the decoder of {args.model} for {config.steps} steps (final loss {record['final_loss']:.4f}): "
+              f"{out / 'tiny_decoder.safetensors'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
@@ -241,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(threads)
-        return {"train": _run_train, "pool": _run_pool, "evaluate": _run_evaluate, "release": _run_release}[
-            args.command](args)
+        return {"train": _run_train, "pool": _run_pool, "evaluate": _run_evaluate, "release": _run_release,
+                "distill-decoder": _run_distill}[args.command](args)
 
     return run_cli(body, build_parser(), argv, parse=_apply_config_file, extra="train")
 

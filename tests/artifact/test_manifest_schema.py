@@ -105,10 +105,10 @@ def test_doctor_reports_a_broken_manifest_in_one_line(tmp_path, good, edit, expe
     assert "Traceback" not in out.out + out.err
 
 
-def test_export_verify_refuses_what_the_runtime_refuses(tmp_path, good, capsys):
-    from stablemtl_edge.export.cli import main
+def test_the_self_check_refuses_what_the_runtime_refuses(tmp_path, good, capsys):
+    from stablemtl_edge.runtime.cli_doctor import main
 
     directory = _write(tmp_path, good, _set("profile.height", -64))
-    assert main(["verify", str(directory)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert "profile.height must be a positive multiple of 64, got -64" in err and "\n" not in err
+    assert main(["--artifacts", str(directory), "--verify"]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if "manifest" in line]
+    assert len(lines) == 1 and "profile.height must be a positive multiple of 64, got -64" in lines[0]

@@ -13,7 +13,11 @@ import pytest
 from stablemtl_edge import StableMTLError
 from stablemtl_edge.atomic import MARKER_NAME
 from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
-from stablemtl_edge.export.verify import OrtComponents, chunked, load_reference, run_pipeline, verify_artifact
+from stablemtl_edge.artifact.references import ReferenceSet
+from stablemtl_edge.artifact.schedule import RowLimited, Scheduler
+from stablemtl_edge.export.parity import OrtSessions
+from stablemtl_edge.runtime.selfcheck import check_parity
+from stablemtl_edge.tasks import TASKS
 from stablemtl_edge.artifact.manifest import Component, Manifest, Mode, Precision, file_sha256
 from stablemtl_edge.tasks import TASK_NAMES
 
@@ -69,40 +73,52 @@ def test_parity_is_recorded_per_task_and_precision(tiny_artifacts):
     assert m.parity["fp16"]["multi"]["depth"]["image"]["max_abs"] > m.parity["fp32"]["multi"]["depth"]["image"]["max_abs"]
 
 
-def test_references_reproduce_with_onnxruntime_and_multi_differs_from_single(tiny_artifacts):
+def _run_schedule(manifest, runners, refs, mode):
+    scheduler = Scheduler(manifest, {c: runners[c] for c in mode.components}, TASKS, mode)
+    images = scheduler.predict(refs.frames[0], refs.frames[1], {})
+    return scheduler.last_latents.copy(), np.stack([images[t.key] for t in TASKS])
+
+
+def test_references_reproduce_through_the_schedule_and_multi_differs_from_single(tiny_artifacts):
     m = Manifest.load(tiny_artifacts)
-    inputs, outputs = load_reference(tiny_artifacts / m.references["end_to_end"])
-    run = OrtComponents(tiny_artifacts, m.components[Precision.FP32])
+    refs = ReferenceSet.load(tiny_artifacts, m)
+    runners = OrtSessions(tiny_artifacts, m.components[Precision.FP32]).runners()
     for mode in (Mode.SINGLE, Mode.MULTI):
-        latents, images = run_pipeline(run, inputs["frame1"], inputs["frame2"], list(range(7)), mode)
-        np.testing.assert_allclose(latents, outputs[f"{mode.value}.latent"], atol=1e-4)
-        np.testing.assert_allclose(images, outputs[f"{mode.value}.image"], atol=1e-3)
+        latents, images = _run_schedule(m, runners, refs, mode)
+        np.testing.assert_allclose(latents, refs.end_to_end[mode][0], atol=1e-4)
+        np.testing.assert_allclose(images, refs.end_to_end[mode][1], atol=1e-3)
     # the fixture's task attention is active: the main stream changes the prediction
-    assert np.abs(outputs["multi.latent"] - outputs["single.latent"]).max() > 1e-3
+    assert np.abs(refs.end_to_end[Mode.MULTI][0] - refs.end_to_end[Mode.SINGLE][0]).max() > 1e-3
 
 
-def test_pipeline_split_into_single_rows_gives_the_same_results(tiny_artifacts):
+def test_schedule_split_into_single_rows_gives_the_same_results(tiny_artifacts):
     """The end-to-end check bounds its batch at large sizes; rows are independent in every graph."""
     m = Manifest.load(tiny_artifacts)
-    inputs, _ = load_reference(tiny_artifacts / m.references["end_to_end"])
-    run = OrtComponents(tiny_artifacts, m.components[Precision.FP32])
+    refs = ReferenceSet.load(tiny_artifacts, m)
+    sessions = OrtSessions(tiny_artifacts, m.components[Precision.FP32])
     calls = []
 
-    def counting(component, feeds):
-        calls.append(len(next(iter(feeds.values()))))
-        return run(component, feeds)
+    class Counting:
+        def __init__(self, runner):
+            self.runner = runner
 
+        def infer(self, feed, output_names=None):
+            calls.append(len(next(iter(feed.values()))))
+            return self.runner.infer(feed, output_names)
+
+    whole_runners = sessions.runners()
+    split_runners = {c: RowLimited(Counting(r), 1) for c, r in whole_runners.items()}
     for mode in (Mode.SINGLE, Mode.MULTI):
-        whole = run_pipeline(run, inputs["frame1"], inputs["frame2"], list(range(7)), mode)
+        whole = _run_schedule(m, whole_runners, refs, mode)
         calls.clear()
-        split = run_pipeline(chunked(counting, 1), inputs["frame1"], inputs["frame2"], list(range(7)), mode)
+        split = _run_schedule(m, split_runners, refs, mode)
         assert max(calls) == 1 and len(calls) > 7
         for a, b in zip(whole, split):
             np.testing.assert_allclose(b, a, atol=1e-5)
 
 
-def test_verify_artifact_passes_without_torch_model(tiny_artifacts):
-    results = verify_artifact(tiny_artifacts)
+def test_self_check_passes_without_torch_model(tiny_artifacts):
+    results = check_parity(tiny_artifacts, Manifest.load(tiny_artifacts))
     assert set(results) == {Precision.FP32, Precision.FP16}
     for comparator in results.values():
         assert comparator.results and not comparator.failures()

@@ -1,0 +1,82 @@
+"""An artifact checks itself on the target: every file's sha256, then its references through the runtime.
+
+Needs only the base install (numpy, onnxruntime): no torch, no checkpoint. The graphs run in the runtime's
+own onnxruntime runners and pass schedule (:func:`~stablemtl_edge.artifact.references.check_references`),
+so what passes here is what serves frames. Every file is read once for its digest, in full (no digest
+cache: this is the deep check). ``stablemtl-doctor --artifacts DIR --verify`` runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from ..artifact.compare import Comparator, default_comparator
+from ..artifact.digest import file_sha256
+from ..artifact.manifest import Manifest, Precision
+from ..artifact.references import ReferenceSet, check_references
+from ..errors import StableMTLError
+from .backends import create_runner
+from .backends.base import Backend, BaseRunner
+
+__all__ = ["check_files", "check_parity"]
+
+
+def check_files(directory: str | Path, manifest: Manifest, progress: Callable[[str], None] = lambda _: None) -> int:
+    """Hash every file the manifest lists, once and in full; return how many were checked.
+
+    Raises:
+        StableMTLError: a missing or changed file, or a graph or external-data file the manifest does not
+            list (it could not be checked).
+    """
+    directory = Path(directory)
+    listed = dict(manifest.files)
+    for comps in manifest.components.values():
+        for e in comps.values():
+            for rel in e.paths():
+                if rel not in listed:
+                    raise StableMTLError(f"`{directory / rel}`: the manifest records no sha256 for it, so it cannot "
+                                         "be checked; re-export the model")
+    for i, (rel, digest) in enumerate(sorted(listed.items())):
+        path = directory / rel
+        progress(f"sha256 {i + 1}/{len(listed)}: {rel}")
+        if not path.is_file():
+            raise StableMTLError(f"`{path}` named by the manifest is missing; re-export the model")
+        actual = file_sha256(path)
+        if actual != digest:
+            raise StableMTLError(f"`{path}` does not match the manifest (sha256 {actual[:12]}... != {digest[:12]}...): "
+                                 "the file was changed or truncated; re-export the model")
+    return len(listed)
+
+
+def check_parity(
+    directory: str | Path,
+    manifest: Manifest,
+    precisions: Iterable[Precision] | None = None,
+    threads: int | None = None,
+    overrides: Mapping[str, float] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[Precision, Comparator]:
+    """The stored references through onnxruntime (CPU) per precision: components, then every task end to end.
+
+    Failures are recorded in the returned comparators (``failures()``), not raised; files are not hashed
+    here (:func:`check_files` does that once).
+    """
+    directory = Path(directory)
+    refs = ReferenceSet.load(directory, manifest)
+    results = {}
+    for precision in precisions or manifest.precisions():
+        comparator = default_comparator(precision, manifest.tolerance, overrides)
+        runners: dict = {}
+        try:
+            for c in manifest.mode.components:
+                runner: BaseRunner = create_runner(Backend.ONNXRUNTIME, directory, manifest.entry(precision, c),
+                                                   providers=["CPUExecutionProvider"], threads=threads)
+                runner.activate()
+                runners[c] = runner
+            check_references(comparator, manifest, runners, refs, progress=progress, label=f"{precision.value}/")
+        finally:
+            for r in runners.values():
+                r.deactivate()
+        results[precision] = comparator
+    return results
