@@ -25,6 +25,7 @@ from ..artifact.manifest import Component, Manifest, Mode, Precision
 from ..tasks import TaskName, TaskSpec, get_task, parse_tasks
 from .backends import Backend, BaseRunner, create_runner, engines_available
 from .backends.onnxruntime import ProviderSpec
+from .options import RuntimeOptions
 from .prediction import FrameResult, Prediction
 from .preprocess import Layout, Letterbox, parse_layout, to_rgb
 from ..artifact.schedule import Scheduler
@@ -36,21 +37,6 @@ __all__ = ["Runtime"]
 _EPS = 1e-6
 _SUM3 = np.ones((1, 3), np.float32)  # cv2.transform: per-pixel channel sum
 _STAGES = ("preprocess", "encoder", "unet", "unet_main", "decoder", "postprocess", "total")
-
-
-def _parse_rates(rates: Mapping[str, int] | None, tasks: Sequence[TaskSpec]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    keys = {t.key for t in tasks}
-    for name, rate in (rates or {}).items():
-        key = get_task(name).key
-        if key not in keys:
-            raise StableMTLError(
-                f"a rate is given for `{key}`, which is not among the requested tasks ({', '.join(sorted(keys))})"
-            )
-        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
-            raise StableMTLError(f"the rate of `{key}` must be an integer >= 1 (run every n-th frame), got {rate!r}")
-        out[key] = int(rate)
-    return out
 
 
 class Runtime:
@@ -79,7 +65,7 @@ class Runtime:
         self.precision = precision
         self.backend = backend
         self._specs = tuple(tasks)
-        self.rates = _parse_rates(rates, self._specs)
+        self.rates = dict(rates or {})  # validated by RuntimeOptions: requested tasks, integers >= 1
         self.scheduler = Scheduler(manifest, self.runners, self._specs, mode, self.rates, aux_reuse)
         self._letterbox: Letterbox | None = None
         self._held: dict[str, Prediction] = {}
@@ -127,23 +113,41 @@ class Runtime:
             manifest: use this manifest instead of ``path/manifest.json`` (files still resolve against
                 ``path``): lets int8 calibration check candidate graphs before their manifest is written.
         """
-        directory = Path(path)
+        options = RuntimeOptions.parse(path, tasks, mode, backend, precision, None, rates, aux_reuse)
+        return cls.from_options(options, providers=providers, threads=threads, verify=verify, io_binding=io_binding,
+                                cuda_graphs=cuda_graphs, strict_providers=strict_providers, manifest=manifest)
+
+    @classmethod
+    def from_options(
+        cls,
+        options: RuntimeOptions,
+        *,
+        providers: Sequence[ProviderSpec] | None = None,
+        threads: int | None = None,
+        verify: bool = True,
+        io_binding: bool | None = None,
+        cuda_graphs: bool = False,
+        strict_providers: bool = False,
+        manifest: Manifest | None = None,
+    ) -> Runtime:
+        """Open validated settings (what every command-line tool and the ROS node build); keyword arguments
+        as in :meth:`from_artifacts`, ``providers`` overriding the options' provider names."""
+        directory = options.artifact_dir
         if manifest is None:
+            options.check_directory()
             manifest = Manifest.load(directory)
-        mode = manifest.mode if mode is None else Mode.parse(mode, "mode")
-        precision = Precision.parse(precision, "precision")
-        backend = Backend.parse(backend, "backend")
-        specs = parse_tasks(tasks)
+        mode = manifest.mode if options.mode is None else options.mode
+        precision, backend, aux_reuse = options.precision, options.backend, options.aux_reuse
+        if providers is None and options.providers:
+            providers = list(options.providers)
+        specs = parse_tasks(options.tasks)
         if mode is Mode.MULTI and manifest.mode is not Mode.MULTI:
             raise StableMTLError(
                 f"`{directory}` is a single-stream artifact: use mode `single`, or export a multi-stream "
                 "checkpoint with `stablemtl-export --mode multi`"
             )
-        if mode is Mode.SINGLE and aux_reuse != 1:
+        if mode is Mode.SINGLE and aux_reuse != 1:  # the artifact's own mode, known only now
             raise StableMTLError("`aux_reuse` applies to the multi-stream mode only; leave it at 1 with mode `single`")
-        if isinstance(aux_reuse, bool) or not isinstance(aux_reuse, (int, np.integer)) or aux_reuse < 1:
-            raise StableMTLError(f"`aux_reuse` must be an integer >= 1, got {aux_reuse!r}")
-        _parse_rates(rates, specs)  # fail before the slow part
         components = mode.components
         entries = {c: manifest.entry(precision, c) for c in components}
         if verify:
@@ -170,7 +174,7 @@ class Runtime:
                 )
                 runner.activate()
                 runners[c] = runner
-            return cls(manifest, directory, runners, specs, mode, precision, backend, rates, int(aux_reuse))
+            return cls(manifest, directory, runners, specs, mode, precision, backend, options.rates, aux_reuse)
         except BaseException:
             for r in runners.values():
                 r.deactivate()

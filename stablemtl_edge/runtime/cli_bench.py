@@ -34,11 +34,13 @@ from ..artifact.manifest import Component, Mode, aux_feature_name, feature_name
 from ..tasks import NUM_TASKS, TASKS, get_task
 from ..cli.parsers import nonnegative_int, parse_hw, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
+from .api import Runtime
 from .cli_args import add_runtime_args, options_label, runtime_option_grid
 from .preprocess import Letterbox
 from .options import RuntimeOptions
 from .sources import PatternSource, open_source
-from .stream import DropPolicy, Sink, Stream, StreamItem
+from .sinks import Sink, StreamItem
+from .stream import DropPolicy, Stream
 
 __all__ = [
     "OfficialSchedule",
@@ -208,7 +210,7 @@ def _frames(settings: BenchSettings, resolution: tuple[int, int], count: int) ->
 def bench_config(options: RuntimeOptions, settings: BenchSettings) -> dict[str, Any]:
     """Measure one configuration in this process; returns a JSON-ready record."""
     rss0 = current_rss_bytes()
-    with options.open() as rt:
+    with Runtime.from_options(options) as rt:
         frames = _frames(settings, rt.resolution, settings.warmup + settings.frames)
         n = len(frames)
         ours: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -312,7 +314,7 @@ def soak(
         processed frames, least squares over the second half of the run, after warm-up).
     """
     probe = _RssProbe(every=10)
-    with options.open() as rt:
+    with Runtime.from_options(options) as rt:
         h, w = size or rt.resolution
         with PatternSource(h, w, frames=2 + calibrate) as src:
             times = []

@@ -19,10 +19,11 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..cli.parsers import int_at_least, new_or_dir, parse_list, positive_float, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
+from .api import Runtime
 from .cli_args import add_runtime_args, options_label, runtime_options
-from .sinks import ConsoleSink, FrameFileSink, MontageRenderer, OutputFormat, VideoSink, WindowSink
+from .sinks import ConsoleSink, FrameFileSink, MontageRenderer, OutputFormat, Sink, VideoSink, WindowSink
 from .sources import open_source
-from .stream import DropPolicy, Sink, Stream
+from .stream import DropPolicy, Stream
 
 __all__ = ["build_parser", "main"]
 
@@ -84,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         args.source, loop=args.loop, topic=args.topic, camera_retries=args.camera_retries, strict=args.strict
     )
     with contextlib.ExitStack() as stack:
-        rt = stack.enter_context(options.open())
+        rt = stack.enter_context(Runtime.from_options(options))
         log.info("%s on %s: tasks %s", options_label(options), source.description, ", ".join(rt.tasks))
         for component, engine in rt.describe().items():
             log.info("  %s: %s", component, engine)

@@ -1,8 +1,10 @@
-"""The runtime settings shared by the ROS node's parameters and the bag command's flags, checked in one place.
+"""The runtime settings, typed and checked in one place under one rule set.
 
-The node validates a parameter change with :meth:`RuntimeOptions.parse` before accepting it, and opens the
-runtime with :meth:`RuntimeOptions.open` when it is configured; ``stablemtl-ros-bag`` builds the same
-record from its command line.
+:meth:`RuntimeOptions.parse` turns loosely typed values (Python arguments, command-line strings, ROS
+parameters) into one validated record; :meth:`Runtime.from_artifacts` parses its arguments with it, every
+command-line tool builds it through :mod:`.cli_args`, the ROS node validates a parameter change with it
+before accepting it, and :meth:`Runtime.from_options` opens it. A mistake gets the same one-line message
+whichever door it came through.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision
 from ..cli.parsers import parse_pairs
 from ..tasks import TASK_NAMES, get_task, parse_tasks
-from .api import Runtime
 from .backends.base import Backend
 
-__all__ = ["RuntimeOptions", "parse_rates"]
+__all__ = ["RuntimeOptions", "parse_rates", "check_rates"]
 
 
 def parse_rates(text: str | Mapping[str, int] | None) -> dict[str, int]:
@@ -36,8 +37,28 @@ def parse_rates(text: str | Mapping[str, int] | None) -> dict[str, int]:
     rates: dict[str, int] = {}
     for task, rate in items:
         key = get_task(task).key
-        rates[key] = _positive_int(rate, f"rate of `{key}`", "run every N-th frame")
+        rates[key] = _positive_int(rate, f"the rate of `{key}`", "run every N-th frame")
     return rates
+
+
+def check_rates(rates: str | Mapping[str, int] | None, tasks: Iterable[str], standing: bool = False) -> dict[str, int]:
+    """:func:`parse_rates`, then each rate checked against the requested tasks.
+
+    A rate above 1 for a task that is not requested is a mistake (it would do nothing) and is refused; a
+    rate of 1 is the default and is dropped. ``standing``: the rates are standing settings, one per task
+    (the ROS node's ``rates.<task>`` parameters), so those of tasks not requested are checked but unused.
+    """
+    keys = tuple(tasks)
+    parsed = parse_rates(rates)
+    if standing:
+        parsed = {k: v for k, v in parsed.items() if k in keys}
+    stray = [k for k, v in parsed.items() if k not in keys and v != 1]
+    if stray:
+        raise StableMTLError(
+            f"a rate is given for `{stray[0]}`, which is not among the requested tasks ({', '.join(keys)}): "
+            "request the task or drop its rate"
+        )
+    return {k: v for k, v in parsed.items() if v != 1}
 
 
 def _positive_int(value: object, what: str, meaning: str) -> int:
@@ -85,10 +106,14 @@ class RuntimeOptions:
         providers: str | Iterable[str] | None = None,
         rates: str | Mapping[str, int] | None = None,
         aux_reuse: int = 1,
+        *,
+        standing_rates: bool = False,
     ) -> RuntimeOptions:
         """Validate loosely typed settings (ROS parameters, command-line strings).
 
-        Rates of tasks that are not requested are dropped, as are rates of 1 (the default).
+        Rates of 1 (the default) are dropped; a rate above 1 for a task that is not requested is refused, as
+        is ``aux_reuse`` above 1 with mode ``single`` (it applies to the multi-stream mode only).
+        ``standing_rates``: see :func:`check_rates`.
 
         Raises:
             StableMTLError: the first invalid value, with the valid choices.
@@ -100,31 +125,25 @@ class RuntimeOptions:
         if isinstance(providers, str):
             providers = [p.strip() for p in providers.split(",")]
         provider_list = tuple(p for p in (providers or ()) if p)
+        parsed_mode = Mode.parse(mode, "mode") if mode not in (None, "") else None
+        reuse = _positive_int(aux_reuse, "`aux_reuse`", "1 = exact")
+        if parsed_mode is Mode.SINGLE and reuse != 1:
+            raise StableMTLError("`aux_reuse` applies to the multi-stream mode only; leave it at 1 with mode `single`")
         return cls(
             artifact_dir=Path(artifact_dir),
             tasks=keys,
-            mode=Mode.parse(mode, "mode") if mode not in (None, "") else None,
+            mode=parsed_mode,
             backend=Backend.parse(backend, "backend"),
             precision=Precision.parse(precision, "precision"),
             providers=provider_list or None,
-            rates={k: v for k, v in parse_rates(rates).items() if k in keys and v != 1},
-            aux_reuse=_positive_int(aux_reuse, "aux_reuse", "1 = exact"),
+            rates=check_rates(rates, keys, standing_rates),
+            aux_reuse=reuse,
         )
 
-    def open(self) -> Runtime:
-        """Load the artifacts (seconds: sessions are created and hashes checked)."""
+    def check_directory(self) -> None:
+        """Refuse a directory that does not exist, before anything slow happens."""
         if not str(self.artifact_dir) or not self.artifact_dir.is_dir():
             raise StableMTLError(
                 f"artifact directory `{self.artifact_dir}` does not exist: pass the directory that "
                 "`stablemtl-export` wrote (it holds manifest.json)"
             )
-        return Runtime.from_artifacts(
-            self.artifact_dir,
-            tasks=list(self.tasks),
-            mode=self.mode,
-            backend=self.backend.value,
-            precision=self.precision,
-            providers=list(self.providers) if self.providers else None,
-            rates=dict(self.rates) or None,
-            aux_reuse=self.aux_reuse,
-        )

@@ -1,6 +1,6 @@
-"""Where a stream's results go: a window, a montage video, per-frame files, a console readout.
+"""Where a stream's results go: the sink contract, and a window, a montage video, per-frame files, a console.
 
-All sinks implement :class:`stablemtl_edge.runtime.stream.Sink` and run on the stream's output thread.
+All sinks implement :class:`Sink` and run on the stream's output thread.
 The window and the video share one :class:`MontageRenderer`, so a frame's montage is drawn once.
 """
 
@@ -11,21 +11,25 @@ import io
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import StableMTLError
-from ..tasks import TaskName, parse_tasks
-from .stream import Sink, StreamItem
-from .visualize import colorize, montage
 from ..records import KeyEnum
+from ..tasks import TaskName, parse_tasks
+from .sources import Frame
+from .visualize import colorize, montage
 
 __all__ = [
+    "Sink",
+    "StreamItem",
     "opencv_has_gui",
     "MontageRenderer",
     "WindowSink",
@@ -37,6 +41,53 @@ __all__ = [
 
 # Container -> codec that this OpenCV's FFmpeg writes and reads back (checked by the tests).
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One processed frame, as sinks receive it.
+
+    Attributes:
+        frame: the captured frame (uint8 RGB).
+        result: what ``runtime.infer`` returned (a ``FrameResult``).
+        latency_ms: capture to result ready (queueing + service).
+        service_ms: the ``infer`` call alone.
+        fps: processed frames per second over the last second or so.
+        dropped: input frames dropped so far.
+    """
+
+    frame: Frame
+    result: Any
+    latency_ms: float
+    service_ms: float
+    fps: float
+    dropped: int
+
+
+class Sink(ABC):
+    """Where processed frames go (implementations below).
+
+    :meth:`write` is called on the stream's output thread for every processed frame; the caller that built
+    a sink closes it after the stream (also a context manager).
+    """
+
+    @abstractmethod
+    def write(self, item: StreamItem) -> None:
+        """Consume one processed frame."""
+
+    @property
+    def stop_requested(self) -> bool:
+        """True when the sink wants the stream to end (a window's ``q`` key)."""
+        return False
+
+    def close(self) -> None:
+        """Release files and windows (idempotent)."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,26 +22,21 @@ import logging
 import signal
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from ..errors import StableMTLError
-from .sources import Frame, Source
 from ..records import KeyEnum
+from .sinks import Sink, StreamItem
+from .sources import Frame, Source
+from .stats import LatencyWindow, RateMeter, StreamStats
 
 __all__ = [
     "DropPolicy",
     "FrameSlot",
-    "StreamItem",
-    "StreamStats",
-    "LatencyWindow",
     "FrameRuntime",
-    "Sink",
     "Stream",
 ]
 
@@ -123,149 +118,6 @@ class FrameRuntime(Protocol):
     """What the stream needs of a runtime: ``stablemtl_edge.runtime.Runtime`` satisfies it."""
 
     def infer(self, frame: np.ndarray, layout: str = "rgb") -> Any: ...
-
-
-@dataclass(frozen=True)
-class StreamItem:
-    """One processed frame, as sinks receive it.
-
-    Attributes:
-        frame: the captured frame (uint8 RGB).
-        result: what ``runtime.infer`` returned (a ``FrameResult``).
-        latency_ms: capture to result ready (queueing + service).
-        service_ms: the ``infer`` call alone.
-        fps: processed frames per second over the last second or so.
-        dropped: input frames dropped so far.
-    """
-
-    frame: Frame
-    result: Any
-    latency_ms: float
-    service_ms: float
-    fps: float
-    dropped: int
-
-
-class Sink(ABC):
-    """Where processed frames go (implementations in :mod:`stablemtl_edge.runtime.sinks`).
-
-    :meth:`write` is called on the stream's output thread for every processed frame; the caller that built
-    a sink closes it after the stream (also a context manager).
-    """
-
-    @abstractmethod
-    def write(self, item: StreamItem) -> None:
-        """Consume one processed frame."""
-
-    @property
-    def stop_requested(self) -> bool:
-        """True when the sink wants the stream to end (a window's ``q`` key)."""
-        return False
-
-    def close(self) -> None:
-        """Release files and windows (idempotent)."""
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class LatencyWindow:
-    """Running count/mean/max of a series plus exact percentiles over its last ``capacity`` values.
-
-    Memory is fixed (a ring buffer), so a stream can run for days without growing.
-    """
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        if capacity < 1:
-            raise StableMTLError(f"latency window capacity must be >= 1, got {capacity}")
-        self._buf = np.zeros(capacity, dtype=np.float64)
-        self._lock = threading.Lock()
-        self.count = 0
-        self.total = 0.0
-        self.max = 0.0
-
-    def add(self, value: float) -> None:
-        with self._lock:
-            self._buf[self.count % len(self._buf)] = value
-            self.count += 1
-            self.total += value
-            self.max = max(self.max, value)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else float("nan")
-
-    def values(self) -> np.ndarray:
-        """The retained values (the last ``capacity``), oldest first."""
-        with self._lock:
-            n, cap = self.count, len(self._buf)
-            if n <= cap:
-                return self._buf[:n].copy()
-            start = n % cap
-            return np.concatenate([self._buf[start:], self._buf[:start]])
-
-    def percentile(self, q: float) -> float:
-        v = self.values()
-        return float(np.percentile(v, q)) if v.size else float("nan")
-
-
-@dataclass(frozen=True)
-class StreamStats:
-    """A snapshot of a stream's counters (all latencies in milliseconds).
-
-    ``captured = processed + dropped (+ frames in flight)``; ``outputs_dropped`` counts results the sinks
-    were too slow to take (``DropPolicy.LATEST`` only). ``ended_by`` is one of ``running``,
-    ``end of stream``, ``max frames``, ``stopped``, ``interrupted``, ``error``.
-    """
-
-    captured: int
-    processed: int
-    dropped: int
-    outputs_dropped: int
-    written: int
-    latency_mean_ms: float
-    latency_p50_ms: float
-    latency_p90_ms: float
-    latency_p99_ms: float
-    latency_max_ms: float
-    service_mean_ms: float
-    wall_s: float
-    fps: float
-    ended_by: str
-    skipped: dict[str, int] = field(default_factory=dict)  # unreadable inputs the source passed over, by reason
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        skipped = sum(self.skipped.values())
-        reasons = "; ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
-        return (
-            f"{self.processed} frames processed of {self.captured} captured ({self.dropped} dropped"
-            + (f", {skipped} unreadable inputs skipped: {reasons}" if skipped else "")
-            + f"), {self.fps:.2f} fps, latency p50 {self.latency_p50_ms:.1f} ms / p99 {self.latency_p99_ms:.1f} ms, "
-            f"service {self.service_mean_ms:.1f} ms; ended by {self.ended_by}"
-        )
-
-
-class _RateMeter:
-    """Events per second over a sliding window of about one second."""
-
-    def __init__(self, window_s: float = 1.0) -> None:
-        self.window_ns = int(window_s * 1e9)
-        self._times: deque[int] = deque()
-
-    def tick(self, now_ns: int) -> float:
-        self._times.append(now_ns)
-        cut = now_ns - self.window_ns
-        while len(self._times) > 2 and self._times[0] < cut:
-            self._times.popleft()
-        if len(self._times) < 2:
-            return 0.0
-        return (len(self._times) - 1) * 1e9 / max(self._times[-1] - self._times[0], 1)
 
 
 class Stream:
@@ -493,7 +345,7 @@ class Stream:
             self._ended_by = reason
 
     def _infer(self) -> None:
-        rate = _RateMeter()
+        rate = RateMeter()
         try:
             while (frame := self._inputs.get()) is not None:
                 t0 = time.monotonic_ns()

@@ -6,6 +6,7 @@ import pytest
 
 from stablemtl_edge.errors import StableMTLError
 from stablemtl_edge.artifact.manifest import Mode, Precision
+from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.runtime.backends.base import Backend
 from stablemtl_edge.cli.parsers import parse_list
 from stablemtl_edge.cli.shell import add_artifact_args, run_cli
@@ -43,7 +44,7 @@ def test_options_default_to_the_artifacts_mode(artifacts):
             "--rates", "depth:2", "--rates", "normal:4"]  # fmt: skip
     o = runtime_options(_parser().parse_args(argv))
     assert o.mode is Mode.SINGLE and o.providers == ("CPUExecutionProvider",) and o.rates == {"depth": 2, "normal": 4}
-    with o.open() as rt:
+    with Runtime.from_options(o) as rt:
         assert rt.mode is Mode.SINGLE and rt.rates == {"depth": 2, "normal": 4}
 
 
@@ -86,3 +87,41 @@ def test_run_cli_turns_user_errors_into_one_line_and_exit_1(capsys):
         raise KeyboardInterrupt
 
     assert run_cli(interrupted, argparse.ArgumentParser(), []) == 130
+
+
+# One rule set: the same mistake gets the same message from the Python API, a command line and the ROS
+# node's parameters (the three doors RuntimeOptions.parse sits behind). A stray rate is no mistake in ROS,
+# where every task has a standing rate parameter (the next test).
+MISTAKES = [
+    ({"tasks": "depth", "rates": "semantic:3"}, ["-t", "depth", "--rates", "semantic:3"],
+     None, "a rate is given for `semantic`, which is not among the requested tasks"),
+    ({"mode": "single", "aux_reuse": 2}, ["--mode", "single", "--aux-reuse", "2"],
+     {"mode": "single", "aux_reuse": 2}, "`aux_reuse` applies to the multi-stream mode only"),
+    ({"rates": {"depth": 0}}, ["--rates", "depth:0"], {"rates.depth": 0}, "the rate of `depth` must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("api,argv,ros,message", MISTAKES, ids=["stray rate", "aux_reuse single", "rate 0"])
+def test_one_rule_set_for_the_api_the_command_line_and_ros(artifacts, api, argv, ros, message):
+    from stablemtl_edge.runtime.ros.parameters import NodeSettings
+
+    multi = artifacts[0]
+    errors = []
+    attempts = [lambda: Runtime.from_artifacts(multi, **api),
+                lambda: runtime_options(_parser().parse_args(["-a", str(multi), *argv]))]
+    if ros is not None:
+        attempts.append(lambda: NodeSettings.from_values({"artifact_dir": str(multi), **ros}))
+    for attempt in attempts:
+        with pytest.raises(StableMTLError) as e:
+            attempt()
+        errors.append(str(e.value))
+    assert all(message in err and "\n" not in err for err in errors), errors
+
+
+def test_ros_rate_parameters_of_tasks_not_requested_are_checked_but_unused(artifacts):
+    from stablemtl_edge.runtime.ros.parameters import NodeSettings
+
+    multi = artifacts[0]
+    settings = NodeSettings.from_values({"artifact_dir": str(multi), "tasks": "depth", "rates.semantic": 3,
+                                         "rates.depth": 2})
+    assert settings.runtime.rates == {"depth": 2}

@@ -18,7 +18,7 @@ from stablemtl_edge.runtime.sinks import (
     opencv_has_gui,
 )
 from stablemtl_edge.runtime.sources import Frame, VideoFileSource
-from stablemtl_edge.runtime.stream import StreamItem
+from stablemtl_edge.runtime.sinks import StreamItem
 
 
 def _item(index, h=37, w=53, tasks=("depth", "semantic", "optical_flow")):

@@ -16,7 +16,9 @@ import pytest
 from stablemtl_edge.errors import StableMTLError
 from stablemtl_edge.runtime.prediction import FrameResult, Prediction
 from stablemtl_edge.runtime.sources import CameraSource, ImageFolderSource, PatternSource
-from stablemtl_edge.runtime.stream import DropPolicy, FrameSlot, LatencyWindow, Sink, Stream
+from stablemtl_edge.runtime.sinks import Sink
+from stablemtl_edge.runtime.stats import LatencyWindow
+from stablemtl_edge.runtime.stream import DropPolicy, FrameSlot, Stream
 
 
 class BoxRuntime:

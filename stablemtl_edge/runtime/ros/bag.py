@@ -21,6 +21,7 @@ import numpy as np
 from ...atomic import atomic_directory
 from ...errors import MissingDependencyError, StableMTLError
 from ...cli.shell import HelpFormatter, add_artifact_args, run_cli
+from ..api import Runtime
 from ..cli_args import add_runtime_args, runtime_options
 from ..preprocess import Layout
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
@@ -382,7 +383,7 @@ def _process(args: argparse.Namespace) -> int:
         albedo_encoding=AlbedoEncoding.parse(args.albedo_encoding),
         debug=args.debug,
     )
-    with runtime_options(args).open() as runtime:
+    with Runtime.from_options(runtime_options(args)) as runtime:
         summary = process_bag(
             args.input, args.output, runtime, topic=args.topic, prefix=args.prefix, options=options,
             storage=args.storage, copy_input=args.copy_input, overwrite=args.overwrite, progress=True,

@@ -30,7 +30,8 @@ from typing import Any
 
 from ...errors import MissingDependencyError, StableMTLError
 from ..api import Runtime
-from ..stream import DropPolicy, FrameSlot, LatencyWindow
+from ..stats import LatencyWindow
+from ..stream import DropPolicy, FrameSlot
 from .image_conversions import frame_from_compressed, frame_from_image, numpy_to_image
 from .outputs import FreshPredictions, OutputTopic, output_topics
 from .parameters import PARAMETERS, InputQoS, NodeSettings, ReadAt, help_table, type_error
@@ -188,7 +189,7 @@ class StableMTLNode(LifecycleNode):
                     "written by stablemtl-export>"
                 )
             settings = self.settings()
-            runtime = settings.runtime.open()
+            runtime = Runtime.from_options(settings.runtime)
         except StableMTLError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE

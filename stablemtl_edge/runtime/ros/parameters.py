@@ -133,6 +133,7 @@ class NodeSettings:
             v["providers"],
             {task: v[f"rates.{task}"] for task in TASK_NAMES},
             v["aux_reuse"],
+            standing_rates=True,  # one declared parameter per task
         )
         topic = str(v["input_topic"]).strip()
         if not topic:
