@@ -1,4 +1,5 @@
-"""File formats shared by the dataset readers: PFM, 16-bit PNG, 8-bit images and HDF5 arrays.
+"""File formats shared by the training and benchmark readers: PFM, PNG at any depth, 8-bit images, .npy
+and HDF5 arrays.
 
 Every reader opens files through these functions so that a missing or corrupt file always surfaces as a
 one-line :class:`~stablemtl_edge.errors.StableMTLError` that names the path, whatever library failed.
@@ -25,6 +26,8 @@ __all__ = [
     "write_png16",
     "read_rgb",
     "write_rgb",
+    "read_unchanged",
+    "read_npy",
     "read_hdf5",
 ]
 
@@ -134,6 +137,20 @@ def write_rgb(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> No
         raise StableMTLError(f"OpenCV could not encode an image for `{path}`")
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.tobytes())
+
+
+def read_unchanged(path: str | os.PathLike, what: str = "label image") -> np.ndarray:
+    """An image at its stored depth and channels (16-bit stays uint16); colour stays in OpenCV's BGR order."""
+    return _imread(Path(path), cv2.IMREAD_UNCHANGED, what)
+
+
+def read_npy(path: str | os.PathLike, what: str = "array") -> np.ndarray:
+    """A ``.npy`` array (never pickled objects)."""
+    path = require_file(path, what)
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise StableMTLError(f"{what} `{path}` is not a plain .npy array ({exc})") from None
 
 
 def read_hdf5(path: str | os.PathLike, what: str, dataset: str = "dataset") -> np.ndarray:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from stablemtl_edge.runtime import Runtime
-from stablemtl_edge.runtime.cli_bench import BenchSettings, OfficialSchedule, bench_config, main, soak
+from stablemtl_edge.runtime.cli_bench import BenchSettings, bench_config, main, soak
+from stablemtl_edge.runtime.official_schedule import OfficialSchedule
 from stablemtl_edge.runtime.options import RuntimeOptions
 from stablemtl_edge.runtime.sources import PatternSource
 from tests.runtime.artifact_zoo import HEIGHT, WIDTH, ToyModel

@@ -1,37 +1,48 @@
-"""The reader interface every zero-shot benchmark implements: an indexable sequence of Samples."""
+"""The reader interface every zero-shot benchmark implements: a :class:`SampleSource` over a release folder.
+
+Benchmarks and training sets are read through one base, so the evaluation, the trivial baseline and the
+calibration set take either.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from abc import abstractmethod
+from collections.abc import Iterator
 
 from ...errors import StableMTLError
+from ..dataset import SampleSource
 from ..sample import Sample
 
 __all__ = ["BenchmarkReader"]
 
 
-class BenchmarkReader(ABC, Sequence):
+class BenchmarkReader(SampleSource):
     """Lists a benchmark's files once at construction and loads one :class:`Sample` per index.
 
     Readers hold file names only, so iterating a benchmark keeps one frame in memory at a time, and the
     same reader can be iterated again (e.g. once to fit a trivial baseline, once to evaluate it).
     """
 
-    #: Benchmark name used in results (``"cityscapes"``, ``"diode"`` ...).
+    #: Benchmark name used in results (``"cityscapes"``, ``"diode"`` ...); it is also the sample domain.
     name: str = ""
+    #: Keys of the tasks the benchmark labels, canonical order (a sample lacks one where the release does,
+    #: e.g. DIODE scans without normals, KITTI 2015 without calibration: no scene flow).
+    labelled: tuple[str, ...] = ()
+
+    @property
+    def domain(self) -> str:
+        return self.name
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.labelled
 
     @abstractmethod
-    def __len__(self) -> int: ...
+    def _load(self, index: int) -> Sample:
+        """Sample ``index`` (already in range)."""
 
-    @abstractmethod
-    def _load(self, index: int) -> Sample: ...
-
-    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name} has {n} samples, index {index} is out of range")
-        return self._load(index % n)
+    def __getitem__(self, index: int) -> Sample:
+        return self._load(self._check_index(index))
 
     def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):

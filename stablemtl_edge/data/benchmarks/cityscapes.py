@@ -11,7 +11,7 @@ from ...errors import StableMTLError
 from ..sample import Label, Sample
 from ...tasks import IGNORE_ID, TaskName
 from .base import BenchmarkReader
-from .image_io import read_rgb, read_unchanged
+from ..formats import read_rgb, read_unchanged
 
 __all__ = ["CityscapesReader", "CITYSCAPES_TO_CLASS", "map_label_ids"]
 
@@ -60,6 +60,7 @@ class CityscapesReader(BenchmarkReader):
     """
 
     name = "cityscapes"
+    labelled = ("semantic",)
 
     def __init__(self, root: str | Path, split: str = "val", size: tuple[int, int] | None = None) -> None:
         self.root = Path(root)

@@ -10,7 +10,7 @@ from ...errors import StableMTLError
 from ..sample import Label, Sample
 from ...tasks import TaskName
 from .base import BenchmarkReader
-from .image_io import read_npy, read_rgb
+from ..formats import read_npy, read_rgb
 
 __all__ = ["DiodeReader", "diode_normals_to_opengl", "DIODE_NORMAL_SIGNS"]
 
@@ -41,6 +41,7 @@ class DiodeReader(BenchmarkReader):
     """
 
     name = "diode"
+    labelled = ("normal", "depth")
 
     def __init__(self, root: str | Path, scenes: tuple[str, ...] = ("indoors", "outdoor")) -> None:
         self.root = Path(root)

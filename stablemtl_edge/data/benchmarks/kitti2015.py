@@ -10,7 +10,7 @@ from ...errors import StableMTLError
 from ..sample import Label, Sample
 from ...tasks import TaskName
 from .base import BenchmarkReader
-from .image_io import read_rgb, read_unchanged
+from ..formats import read_rgb, read_unchanged
 from ...records import KeyEnum
 
 __all__ = [
@@ -130,6 +130,7 @@ class Kitti2015Reader(BenchmarkReader):
     """
 
     name = "kitti2015"
+    labelled = ("optical_flow", "scene_flow")
 
     def __init__(
         self, root: str | Path, calib_root: str | Path | None = None, occlusion: Occlusion = Occlusion.OCC

@@ -10,7 +10,7 @@ from ...errors import StableMTLError
 from ..sample import Label, Sample
 from ...tasks import TaskName
 from .base import BenchmarkReader
-from .image_io import read_rgb, read_unchanged
+from ..formats import read_rgb, read_unchanged
 from ...records import KeyEnum
 
 __all__ = ["EvalCrop", "KittiDepthReader", "crop_mask", "kb_crop_box", "decode_depth_png"]
@@ -78,6 +78,7 @@ class KittiDepthReader(BenchmarkReader):
     """
 
     name = "kitti"
+    labelled = ("depth",)
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from ...errors import StableMTLError
 from ..sample import Label, Sample
 from ...tasks import TaskName
 from .base import BenchmarkReader
-from .image_io import read_rgb
+from ..formats import read_rgb
 
 __all__ = ["MidIntrinsicsReader", "SHADING_WEIGHTS"]
 
@@ -36,6 +36,7 @@ class MidIntrinsicsReader(BenchmarkReader):
     """
 
     name = "mid_intrinsics"
+    labelled = ("albedo", "shading")
 
     def __init__(self, root: str | Path, split_file: str | Path | None = None) -> None:
         self.root = Path(root)

@@ -37,6 +37,17 @@ def test_depth_mask_and_normal_convention(tmp_path):
     assert s.domain == "diode"
 
 
+def test_a_benchmark_is_a_sample_source_like_the_training_sets(tmp_path):
+    from stablemtl_edge.data.dataset import SampleSource
+
+    _write_scan(tmp_path)
+    reader = DiodeReader(tmp_path)
+    assert isinstance(reader, SampleSource) and reader.domain == "diode" and reader.labels("normal")
+    assert set(reader[-1].labels) == set(reader.tasks) == {"depth", "normal"}
+    with pytest.raises(IndexError):
+        reader[len(reader)]
+
+
 def test_scans_without_normals_have_depth_only_and_scene_filter(tmp_path):
     _write_scan(tmp_path, scene="outdoor", name="00022_00194_outdoor_000_000", normals=False)
     _write_scan(tmp_path, scene="indoors")
