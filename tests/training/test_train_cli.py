@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from stablemtl_edge.model.checkpoint import load_pretrained
 from stablemtl_edge.training.cli import main
 
@@ -36,3 +38,31 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_distill_decoder_runs_end_to_end_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()  # --threads 1 (fast on shared cores) is set process-wide: put it back
+    try:
+        _distill_decoder_cli(tiny_checkpoint, tmp_path, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _distill_decoder_cli(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "tiny"
+    argv = ["distill-decoder", "--model", str(tiny_checkpoint), "--out", str(out), "--steps", "3", "--batch-size", "1",
+            "--size", "64x64", "--checkpoint-every", "2", "--threads", "1", "--no-progress"]
+    assert main(argv) == 0
+    assert "distilled the decoder" in capsys.readouterr().out
+    record = json.loads((out / "tiny_decoder.json").read_text())
+    assert record["steps"] == 3 and record["size"] == [64, 64] and (out / "tiny_decoder.safetensors").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000002", "step-0000003"]
+    assert main(argv[:-1] + ["--steps", "4", "--resume", "--no-progress"]) == 0  # continues at step 3
+    assert [json.loads(line)["step"] for line in (out / "distill.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert main(argv) == 1 and "pass --resume" in capsys.readouterr().err
+    for flag, value in (("--steps", "0"), ("--lr", "-1"), ("--size", "64"), ("--batch-size", "0")):
+        with pytest.raises(SystemExit) as exit_info:  # argparse's own one-line refusal, before any work
+            main(["distill-decoder", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x"), flag, value])
+        assert exit_info.value.code == 2
