@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import StableMTLError
+from .records import JsonRecord
 
 __all__ = ["ModelPreset", "PRESETS", "get_preset", "LATENT_SCALE", "TIMESTEP", "VAE_DOWNSAMPLE", "UNET_DOWNSAMPLE"]
 
@@ -65,7 +66,7 @@ def _vae(channels: tuple[int, ...], layers: int, groups: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ModelPreset:
+class ModelPreset(JsonRecord):
     """Architecture of one model size.
 
     Attributes:
@@ -124,6 +125,7 @@ class ModelPreset:
             "task_heads": self.task_heads,
             "resolution": list(self.resolution),
             "pretrained_vae": self.pretrained_vae,
+            "description": self.description,
         }
 
     @classmethod
@@ -140,6 +142,7 @@ class ModelPreset:
             task_heads=int(d.get("task_heads", 4)),
             resolution=tuple(d.get("resolution", (128, 192))),
             pretrained_vae=bool(d.get("pretrained_vae", False)),
+            description=str(d.get("description", "")),
         )
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
 from ..errors import StableMTLError
+from ..records import JsonRecord
 from .layout import ENGINE_FILE, ENGINES_DIR, RECORD_FILE
 from .manifest import Component, Precision, ShapeProfile, file_sha256
 from ..records import KeyEnum
@@ -78,8 +78,10 @@ class EngineKey:
 
 
 @dataclass(frozen=True)
-class EngineRecord:
+class EngineRecord(JsonRecord):
     """The content of ``engine.json``: the key fields, the component, the plan's digest and build facts."""
+
+    record_name = "TensorRT engine record (engine.json)"
 
     key: str
     component: Component
@@ -176,19 +178,11 @@ def rebuild_command(artifact_dir: str | Path, precision: Precision) -> str:
 
 def write_record(directory: Path, record: EngineRecord) -> Path:
     """Write ``engine.json`` atomically (after the plan it describes is in place)."""
-    path = directory / RECORD_FILE
-    atomic_write_text(path, json.dumps(record.to_dict(), indent=2) + "\n")
-    return path
+    return record.save(directory / RECORD_FILE)
 
 
 def read_record(directory: Path) -> EngineRecord:
-    path = directory / RECORD_FILE
-    try:
-        return EngineRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise StableMTLError(f"`{path}` is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, StableMTLError) as e:
-        raise StableMTLError(f"`{path}` is malformed ({type(e).__name__}: {e})") from None
+    return EngineRecord.load(directory / RECORD_FILE)
 
 
 def validate(artifact_dir: str | Path, key: EngineKey, component: Component) -> CacheCheck:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import ClassVar
 
-from ..atomic import atomic_write_text
 from ..errors import StableMTLError
+from ..records import JsonRecord
 from ..tasks import CLASS_NAMES, TaskName, get_task
 
 __all__ = [
@@ -204,7 +202,7 @@ def _fmt(x: float) -> str:
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class EvalResult(JsonRecord):
     """Metrics of one predictor on one sample set (a benchmark or the procedural split).
 
     Attributes:
@@ -218,6 +216,7 @@ class EvalResult:
     info: dict[str, str] = field(default_factory=dict)
 
     FORMAT_VERSION: ClassVar[int] = 1
+    record_name: ClassVar[str] = "evaluation result (written by stablemtl-eval)"
 
     def __getitem__(self, task: str | TaskName) -> TaskResult:
         key = get_task(task).key
@@ -248,21 +247,6 @@ class EvalResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the result as JSON, atomically."""
-        atomic_write_text(path, self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> EvalResult:
-        path = Path(path)
-        if not path.is_file():
-            raise StableMTLError(f"result file `{path}` does not exist: pass a JSON written by an evaluation")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise StableMTLError(f"result file `{path}` is not valid JSON ({exc}): re-run the evaluation") from None
-        return cls.from_dict(data)
 
     def to_markdown(self) -> str:
         """One row per task: frames, main metric with its direction, then every scalar metric."""

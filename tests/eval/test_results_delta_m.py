@@ -51,7 +51,7 @@ def test_delta_m_hand_worked_from_file(tmp_path):
 
 
 def test_delta_m_errors(tmp_path):
-    with pytest.raises(StableMTLError, match="does not exist"):
+    with pytest.raises(StableMTLError, match="missing.json` is missing: it should hold the evaluation result"):
         delta_m(_result(0.1, 0.6), tmp_path / "missing.json")
     with pytest.raises(StableMTLError, match="finite non-zero"):
         delta_m(_result(0.1, 0.6), _result(0.0, 0.5))
