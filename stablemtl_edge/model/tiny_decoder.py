@@ -61,7 +61,8 @@ class TinyDecoderConfig:
                 f"got {len(self.channels)} and {len(self.blocks)}"
             )
         if min(self.channels) < 1 or min(self.blocks) < 0:
-            raise StableMTLError(f"tiny decoder: channels must be >= 1 and blocks >= 0, got {self.channels}, {self.blocks}")
+            raise StableMTLError(
+                f"tiny decoder: channels must be >= 1 and blocks >= 0, got {self.channels}, {self.blocks}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"channels": list(self.channels), "blocks": list(self.blocks)}
@@ -135,7 +136,8 @@ class TinyDecoder(nn.Module):
     def forward(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         """``[B, 4, h, w]`` -> ``[B, 3, 8h, 8w]``; ``clamp=False`` gives the raw output distillation trains."""
         if latents.ndim != 4 or latents.shape[1] != LATENT_CHANNELS:
-            raise StableMTLError(f"tiny decoder: latents must be [B, {LATENT_CHANNELS}, h, w], got {tuple(latents.shape)}")
+            raise StableMTLError(
+                f"tiny decoder: latents must be [B, {LATENT_CHANNELS}, h, w], got {tuple(latents.shape)}")
         out = self.layers(latents)
         return out.clamp(-1.0, 1.0) if clamp else out
 

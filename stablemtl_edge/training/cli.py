@@ -115,9 +115,11 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps")
     p.add_argument("--batch-size", type=positive_int, default=2,
                    help="frame pairs per step per process (each decodes every task's latent)")
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (Adam, cosine to a tenth)")
+    p.add_argument("--lr", type=positive_float, default=1e-3,
+                   help="peak learning rate (Adam; warm-up over 5%% of the steps, then cosine to a tenth)")
     p.add_argument("--source", default="procedural",
-                   help="`procedural` (generated scenes), or an image folder, a video file or a ROS 2 bag of your camera")
+                   help="`procedural` (generated scenes), or an image folder, a video file or a ROS 2 bag of "
+                        "your camera")
     p.add_argument("--size", type=_size, help="processing size HxW, multiples of 64 (default: the model's)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the student's initialisation")
     p.add_argument("--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints")
@@ -264,8 +266,8 @@ def _run_distill(args: argparse.Namespace) -> int:
     out = distill_decoder(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         record = json.loads((out / "tiny_decoder.json").read_text(encoding="utf-8"))
-        print(f"distilled the decoder of {args.model} for {config.steps} steps (final loss {record['final_loss']:.4f}): "
-              f"{out / 'tiny_decoder.safetensors'}")
+        print(f"distilled the decoder of {args.model} for {config.steps} steps "
+              f"(final loss {record['final_loss']:.4f}): {out / 'tiny_decoder.safetensors'}")
     return 0
 
 

@@ -50,6 +50,7 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_NAME = "distill.jsonl"
 _STEP_PREFIX = "step-"
 _CHECKPOINT_KIND = "distill-checkpoint"
+_WARMUP_FRACTION = 0.05  # of the steps, with a linearly rising learning rate
 _FINAL_LR_RATIO = 0.1  # cosine decay of the learning rate down to this fraction at the last step
 _PALETTE_TEMPERATURE = 0.1  # softmax temperature over squared palette distances ([-1, 1] units)
 _STEP = VAE_DOWNSAMPLE * UNET_DOWNSAMPLE
@@ -64,7 +65,8 @@ class DistillConfig:
         output: run directory: checkpoints, ``distill.jsonl``, ``tiny_decoder.{safetensors,json}``.
         steps: optimizer steps.
         batch: frame pairs per step per process (each gives one latent per task: 7 decodes).
-        lr: peak learning rate (Adam), cosine-decayed to a tenth at the last step.
+        lr: peak learning rate (Adam), reached after a warm-up of 5% of the steps, then cosine-decayed to a
+            tenth at the last step.
         source: ``procedural``, or an image folder, a video file or a ROS 2 bag (looped).
         size: processing size ``(H, W)``, multiples of 64 (None: the model preset's resolution).
         seed: seeds the student's initialisation.
@@ -267,7 +269,8 @@ def _model_mode(model: StableMTL) -> str:
     return "multi" if model.multi_stream else "single"
 
 
-def teacher_batch(model: StableMTL, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, list[TaskSpec]]:
+def teacher_batch(model: StableMTL, pairs: list[tuple[np.ndarray, np.ndarray]],
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[TaskSpec]]:
     """Latents of every task for each pair (in the model's mode) and their full decodes.
 
     Returns:
@@ -291,9 +294,15 @@ def checkpoint_dirs(output: Path) -> list[Path]:
 
 
 def learning_rate(config: DistillConfig, step: int) -> float:
-    """Cosine from ``lr`` at step 0 to ``lr / 10`` at the last step (a pure function of the step)."""
+    """Linear warm-up over the first 5% of the steps, then cosine down to ``lr / 10`` at the last step.
+
+    A pure function of the step, so a resumed run needs no scheduler state. The warm-up matters for wide
+    students: one full-rate Adam step from the initialisation threw the sd2 student's output far out of
+    [-1, 1] (loss 3.9 -> 30.5 in the CPU smoke run).
+    """
+    ramp = min(1.0, (step + 1) / max(1, round(_WARMUP_FRACTION * config.steps)))
     progress = step / max(config.steps - 1, 1)
-    return config.lr * (_FINAL_LR_RATIO + (1 - _FINAL_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return config.lr * ramp * (_FINAL_LR_RATIO + (1 - _FINAL_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class Distiller:
@@ -348,7 +357,10 @@ class Distiller:
             with atomic_directory(final, kind=_CHECKPOINT_KIND, overwrite=True) as tmp:
                 state = {k: v.detach().cpu().contiguous() for k, v in self.student.state_dict().items()}
                 save_file(state, str(tmp / "student.safetensors"))
-                torch.save({"optimizer": self.optimizer.state_dict()}, tmp / "optimizer.pt")
+                opt = {"optimizer": self.optimizer.state_dict()}
+                if acc.scaler is not None:  # fp16 loss scaling: resumed at the scale it had reached
+                    opt["scaler"] = acc.scaler.state_dict()
+                torch.save(opt, tmp / "optimizer.pt")
                 torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
                 meta = {"step": step, "loss": loss, "run": self._identity(), "version": __version__}
                 (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -372,7 +384,7 @@ class Distiller:
             raise StableMTLError(f"`{directory / 'optimizer.pt'}` does not hold an optimizer state")
         if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
             raise StableMTLError(f"`{directory / 'rng.pt'}` does not hold the RNG state")
-        return {"meta": meta, "weights": weights, "optimizer": opt["optimizer"], "rng": rng["torch"]}
+        return {"meta": meta, "weights": weights, "optimizer": opt, "rng": rng["torch"]}
 
     def resume(self) -> tuple[int, float]:
         """Restore the newest readable checkpoint (damaged newer ones are named in a warning and kept)."""
@@ -392,23 +404,25 @@ class Distiller:
                     "resume with the settings the run was started with, or choose a new --out"
                 )
             load_state_dict_checked(self.student, state["weights"], str(directory / "student.safetensors"))
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"]["optimizer"])
+            if self.accelerator.scaler is not None and "scaler" in state["optimizer"]:
+                self.accelerator.scaler.load_state_dict(state["optimizer"]["scaler"])
             torch.set_rng_state(state["rng"])
             return int(state["meta"]["step"]), float(state["meta"]["loss"])
         raise StableMTLError(f"--resume: no readable checkpoint under `{self.output / CHECKPOINT_DIR}` "
                              "(each is named above): start over with a new --out (nothing was deleted)")
 
-    def _log(self, record: dict[str, Any], truncate_after: int | None = None) -> None:
-        if not self.accelerator.is_main_process:
-            return
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.output / LOG_NAME, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop the records of steps after ``step``: a resumed run logs them again."""
         path = self.output / LOG_NAME
-        if truncate_after is not None:
-            lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-            keep = [ln for ln in lines if ln and json.loads(ln)["step"] <= truncate_after]
-            path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
-            return
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.accelerator.is_main_process and path.is_file():
+            keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln and json.loads(ln)["step"] <= step]
+            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def step(self, step: int) -> tuple[float, dict[str, float]]:
@@ -438,7 +452,7 @@ class Distiller:
         start, loss = 0, float("nan")
         if resume:
             start, loss = self.resume()
-            self._log({}, truncate_after=start)
+            self._truncate_log(start)
             log.info("resumed at step %d", start)
         elif (existing := checkpoint_dirs(self.output)):
             raise StableMTLError(

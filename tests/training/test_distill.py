@@ -150,7 +150,8 @@ def test_frames_from_an_image_folder_are_letterboxed_pairs_of_consecutive_images
 
 def test_bad_input_is_one_line_error(tiny_checkpoint, tmp_path):
     cases = [
-        (lambda: distill_decoder(DistillConfig(model=str(tmp_path / "missing"), output=tmp_path / "a")), "does not exist"),
+        (lambda: distill_decoder(DistillConfig(model=str(tmp_path / "missing"), output=tmp_path / "a")),
+         "does not exist"),
         (lambda: DistillConfig(model=str(tiny_checkpoint), output=tmp_path / "b", size=(64, 100)), "multiples of 64"),
         (lambda: DistillConfig(model=str(tiny_checkpoint), output=tmp_path / "c", steps=0), "--steps must be"),
         (lambda: DistillConfig(model=str(tiny_checkpoint), output=tmp_path / "d", source=str(tmp_path / "x.mp4")),
@@ -162,3 +163,17 @@ def test_bad_input_is_one_line_error(tiny_checkpoint, tmp_path):
         with pytest.raises(StableMTLError, match=message) as info:
             make()
         assert "\n" not in str(info.value)
+
+
+def test_frames_from_a_video_file_are_consecutive_and_resume_at_any_index(tmp_path):
+    import cv2
+
+    path = tmp_path / "drive.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(4):
+        writer.write(np.full((48, 64, 3), 40 + 50 * i, dtype=np.uint8))
+    writer.release()
+    frames = FramePairs(str(path), (64, 128))
+    levels = [[round(float(f[:48].mean()) / 50 - 0.8) for f in pair] for pair in frames.take([1, 3, 0])]
+    frames.close()
+    assert levels == [[1, 2], [3, 0], [0, 1]]  # grey levels 40, 90, 140, 190 survive the lossy codec
