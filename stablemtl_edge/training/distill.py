@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..atomic import atomic_directory, atomic_write_text
+from ..atomic import atomic_directory, atomic_write_text, remove_own_directory
 from ..config import UNET_DOWNSAMPLE, VAE_DOWNSAMPLE
 from ..errors import StableMTLError
 from ..model.checkpoint import WEIGHTS_NAME as MODEL_WEIGHTS, load_pretrained, resolve_checkpoint
@@ -365,7 +364,7 @@ class Distiller:
                 meta = {"step": step, "loss": loss, "run": self._identity(), "version": __version__}
                 (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             for old in checkpoint_dirs(self.output)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+                remove_own_directory(old)  # only what carries our marker: never a user's folder
         acc.wait_for_everyone()
         return final
 
