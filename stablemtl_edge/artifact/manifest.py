@@ -385,6 +385,30 @@ class Manifest:
     def precisions(self) -> tuple[Precision, ...]:
         return tuple(p for p in Precision if p in self.components)
 
+    def component_precisions(self, precision: Precision | str) -> dict[Component, Precision]:
+        """What each component of a precision set really runs in: an int8 set keeps the components that
+        were not quantized, or failed the accuracy gate, in fp16 (or fp32)."""
+        return {c: e.precision for c, e in self.components[Precision.parse(precision, "precision")].items()}
+
+    def describe_precision(self, precision: Precision | str) -> str:
+        """``fp16`` when every component runs in it, else which runs in what and why, e.g.
+        ``int8 set: encoder fp16 (not selected for int8), unet int8, decoder fp16 (failed the int8 gate)``."""
+        precision = Precision.parse(precision, "precision")
+        entries = self.components[precision]
+        if all(e.precision is precision for e in entries.values()):
+            return precision.value
+        parts = []
+        for c in Mode.MULTI.components:
+            e = entries.get(c)
+            if e is None:
+                continue
+            why = ""
+            if e.precision is not precision:
+                reason = str((e.quantization or {}).get("reason", ""))
+                why = " (failed the int8 gate)" if "gate" in reason else f" ({reason})" if reason else ""
+            parts.append(f"{c.value} {e.precision.value}{why}")
+        return f"{precision.value} set: " + ", ".join(parts)
+
     def entry(self, precision: Precision | str, component: Component | str) -> ComponentEntry:
         precision = Precision.parse(precision, "precision")
         component = Component.parse(component, "component")

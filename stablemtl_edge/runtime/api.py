@@ -204,6 +204,14 @@ class Runtime:
         """Component -> the engine and device really running it (e.g. ``onnxruntime[CPUExecutionProvider]``)."""
         return {c.value: r.describe() for c, r in self.runners.items()}
 
+    def component_precisions(self) -> dict[str, str]:
+        """Component -> the precision its graph really runs in (an int8 set keeps some in fp16 or fp32)."""
+        return {c.value: r.entry.precision.value for c, r in self.runners.items()}
+
+    def describe_precision(self) -> str:
+        """``fp16``, or for a mixed set which component runs in what and why (see the manifest)."""
+        return self.manifest.describe_precision(self.precision)
+
     def fallbacks(self) -> list[str]:
         """Messages of runners that did not get the provider asked for (empty when none fell back)."""
         return [m for r in self.runners.values() if (m := getattr(r, "fallback", None))]

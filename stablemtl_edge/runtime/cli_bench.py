@@ -155,6 +155,8 @@ def bench_config(options: RuntimeOptions, settings: BenchSettings) -> dict[str, 
             "mode": rt.mode.value,
             "backend": rt.backend.value,
             "precision": rt.precision.value,
+            "precision_set": rt.describe_precision(),
+            "component_precisions": rt.component_precisions(),
             "tasks": list(rt.tasks),
             "engines": rt.describe(),
             "fallbacks": rt.fallbacks(),
@@ -276,6 +278,7 @@ def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any
         "official ms/frame | official UNet rows | ours / official | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    mixed = [r for r in results if r.get("precision_set", r["precision"]) != r["precision"]]
     for r in results:
         w = r["wall_ms"]
         rows = r["rows_per_frame"]["unet_rows"] + r["rows_per_frame"]["unet_main_rows"]
@@ -288,6 +291,8 @@ def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any
             f"{_fmt(off['total_ms']['mean']) if off else '-'} | {_fmt(off_rows, 'g')} | "
             f"{_fmt(r.get('ratio_vs_official'), '.3f')} | {_fmt(r['rss_mb']['peak'], '.0f')} |"
         )
+    # A precision set that is not what its name says (an int8 set with fp16 fallbacks) is spelled out.
+    lines += [""] + [f"{r['config']}: {r['precision_set']}" for r in mixed] if mixed else []
     lines += ["", "| config | stage | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|---|"]
     for r in results:
         for s in STAGES:

@@ -248,7 +248,7 @@ def artifact_checks(directory: Path, run: bool = True, verify: VerifyOptions | N
     except StableMTLError as e:
         return [Check(s, "manifest", Status.FAIL, str(e))]
     p = manifest.profile
-    precisions = ", ".join(x.value for x in manifest.precisions())
+    precisions = "; ".join(manifest.describe_precision(x) for x in manifest.precisions())
     summary = (
         f"format {manifest.format_version}, {manifest.mode.value}-stream, {p.height}x{p.width}, "
         f"batch {p.min_batch}..{p.max_batch}, precisions {precisions}"

@@ -37,6 +37,10 @@ def test_int8_set_is_registered_truthfully(calibrated_unet):
         assert replace(e, quantization=None) == replace(m.entry(Precision.FP16, c), quantization=None)
         assert e.precision is Precision.FP16
         assert e.file == f"fp16/{c.value}.onnx" and e.quantization["quantized"] is False
+    # The set's name says what it is: only the unet runs in int8.
+    assert m.describe_precision("int8") == ("int8 set: encoder fp16 (not selected for int8), unet int8, "
+                                            "unet_main fp16 (not selected for int8), decoder fp16 (not selected for int8)")
+    assert m.describe_precision("fp16") == "fp16"
     record = json.loads((d / "int8" / "calibration_data.json").read_text())
     assert record["digest"] == q["calibration_set"]["digest"] and len(record["pairs"]) == 2
     assert not [p for p in (d / "int8").iterdir() if p.name.startswith(".")]  # no staging left behind
@@ -55,6 +59,9 @@ def test_report_has_per_task_metrics_nodes_and_the_cpu_note(calibrated_unet):
     assert "| depth | abs_rel |" in md and "| unet | int8 |" in md and report["cpu"]["note"] in md
     if report["cpu"]["vnni"] is False:
         assert "no VNNI" in md and "slower than fp32" in md
+    # The CPU advice carries this run's own verdict, so it cannot contradict the timing table.
+    ratio = report["int8_fp32_time_ratio"]["multi"]["total"]
+    assert f"the int8 set is {'slower' if ratio > 1 else 'faster'} than fp32 (" in md
 
 
 def test_int8_runtime_path_runs_end_to_end(calibrated_unet):
@@ -104,6 +111,14 @@ def test_gate_failure_error_mode_then_fallback_mode(calibrated_unet, tmp_path, c
     assert ranges["verdict"].startswith("FALLBACK")
     with Runtime.from_artifacts(d, tasks="depth", precision="int8") as rt:  # the int8 set still opens
         assert rt.runners[Component.UNET].entry.precision is Precision.FP16
+        assert rt.component_precisions()["unet"] == "fp16"
+        assert "unet fp16 (failed the int8 gate)" in rt.describe_precision()
+    # Every tool that names the set says which component runs in what.
+    from stablemtl_edge.runtime.cli_doctor import main as doctor
+
+    assert doctor(["--artifacts", str(d), "--no-run"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "] manifest" in ln]
+    assert "int8 set: encoder fp16 (not selected for int8), unet fp16 (failed the int8 gate)" in line
 
 
 def test_cli_bad_input_is_one_line(tmp_path, tiny_artifacts, capsys):

@@ -50,6 +50,7 @@ def test_bench_config_record(artifacts):
     options = RuntimeOptions.parse(artifacts, tasks="all", mode="multi", backend="onnxruntime")
     r = bench_config(options, BenchSettings(frames=3, warmup=1, size=(45, 150)))
     assert r["config"] == "multi/onnxruntime/fp32" and r["frame_hw"] == [45, 150]
+    assert r["precision_set"] == "fp32" and set(r["component_precisions"].values()) == {"fp32"}
     assert r["rows_per_frame"]["unet_rows"] == 7 and r["rows_per_frame"]["unet_main_rows"] == 7
     assert r["official"]["rows_per_frame"]["unet_rows"] == 42 and r["official"]["rows_per_frame"]["unet_main_rows"] == 7
     for s in ("encoder", "unet", "unet_main", "decoder", "total"):
