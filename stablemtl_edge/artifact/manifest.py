@@ -18,6 +18,8 @@ Component I/O (``B`` = batch, ``H x W`` = processing resolution, ``h x w = H/8 x
   (the auxiliary features of all seven tasks, canonical order; the row's own task slot is ignored)
   -> ``latent`` (B, 4, h, w)
 - ``decoder``: ``latent`` (B, 4, h, w) -> ``image`` float32 (B, 3, H, W), clipped to [-1, 1]
+- ``tiny_decoder`` (optional): the same I/O as ``decoder``, a distilled decoder at a tenth of its FLOPs or
+  less; the runtime runs it in the decoder's place when asked (``decoder="tiny"``)
 
 Frames of another size are letterboxed: resized with their aspect ratio kept to fit H x W, padded by
 edge replication at the bottom/right, and predictions are cropped back and resized to the frame's size.
@@ -78,6 +80,7 @@ class Component(KeyEnum):
     UNET = "unet"
     UNET_MAIN = "unet_main"
     DECODER = "decoder"
+    TINY_DECODER = "tiny_decoder"  # optional: a distilled stand-in for `decoder`
 
 
 class Mode(KeyEnum):
@@ -398,7 +401,7 @@ class Manifest:
         if all(e.precision is precision for e in entries.values()):
             return precision.value
         parts = []
-        for c in Mode.MULTI.components:
+        for c in Component:
             e = entries.get(c)
             if e is None:
                 continue

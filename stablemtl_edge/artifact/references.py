@@ -120,7 +120,7 @@ def check_references(
     for mode in modes if modes is not None else manifest.mode.serves:
         progress(f"{label}end to end ({mode.value}-stream, all tasks)")
         latents, images = refs.end_to_end[mode]
-        scheduler = Scheduler(manifest, {c: limited[c] for c in mode.components}, TASKS, mode)
+        scheduler = Scheduler(manifest, {c: limited[c] for c in mode.components}, TASKS, mode)  # the full decoder
         out = scheduler.predict(np.ascontiguousarray(frame1), np.ascontiguousarray(frame2), {})
         if scheduler.last_latents is None or len(out) != NUM_TASKS:
             raise StableMTLError(f"the {mode.value}-stream schedule returned {len(out)} of {NUM_TASKS} tasks")

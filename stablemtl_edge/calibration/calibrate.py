@@ -142,10 +142,16 @@ def _describe_failures(verdicts: Sequence[TaskVerdict]) -> str:
     return "; ".join(parts)
 
 
+def _set_components(manifest: Manifest) -> tuple[Component, ...]:
+    """The components an int8 set holds: the mode's, and the distilled decoder when it was exported."""
+    tiny = any(Component.TINY_DECODER in manifest.components.get(p, {}) for p in (Precision.FP16, Precision.FP32))
+    return (*manifest.mode.components, *((Component.TINY_DECODER,) if tiny else ()))
+
+
 def _candidate(manifest: Manifest, entries: dict[Component, ComponentEntry], int8: Iterable[Component]) -> Manifest:
     """``manifest`` with an ``int8`` set: ``int8`` components from ``entries``, the rest at fallback."""
     keep = set(int8)
-    comps = {c: entries[c] if c in keep else _fallback_entry(manifest, c) for c in manifest.mode.components}
+    comps = {c: entries[c] if c in keep else _fallback_entry(manifest, c) for c in _set_components(manifest)}
     components = {p: dict(v) for p, v in manifest.components.items() if p is not Precision.INT8}
     components[Precision.INT8] = comps
     return replace(manifest, components=components)
@@ -355,7 +361,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         c = Component(name)
         reason = f"failed the int8 accuracy gate: {why}"
         comps[c] = replace(comps[c], quantization={"quantized": False, "reason": reason})
-    for c in manifest.mode.components:
+    for c in _set_components(manifest):
         if c not in chosen:
             comps[c] = replace(comps[c], quantization={"quantized": False, "reason": "not selected for int8"})
     files = {k: v for k, v in final_manifest.files.items() if not k.startswith(f"{INT8_DIR}/")}

@@ -39,6 +39,9 @@ from ..artifact.manifest import (
 from ..artifact.digest import cached_sha256
 from ..artifact.layout import ENGINES_DIR, graph_file
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, resolve_checkpoint
+from ..model.tiny_decoder import CONFIG_NAME as TINY_CONFIG
+from ..model.tiny_decoder import WEIGHTS_NAME as TINY_WEIGHTS
+from ..model.tiny_decoder import load_tiny_decoder, read_tiny_decoder_record
 from ..model.stablemtl import StableMTL
 from ..tasks import TASKS
 from ..artifact.compare import Comparator, default_comparator
@@ -46,7 +49,7 @@ from ..artifact.references import ReferenceSet, check_references
 from .components import ComponentSpec, component_specs, feature_specs
 from .fp16 import convert_to_fp16
 from .onnx_export import ExportOptions, export_component
-from .parity import OrtSessions, build_references, compare_component, torch_runner
+from .parity import OrtSessions, build_references, compare_component, tiny_decoder_agreement, torch_runner
 
 __all__ = ["ExportRequest", "ExportResult", "export_artifacts", "checkpoint_digest"]
 
@@ -54,12 +57,37 @@ TOLERANCE_FLOOR = 1e-2  # smallest end-to-end image tolerance handed to backends
 Progress = Callable[[str], None]
 
 
-def checkpoint_digest(directory: Path) -> str:
+AUTO = "auto"
+
+
+def resolve_tiny_decoder(request: ExportRequest, checkpoint: Path, model: StableMTL) -> tuple[Path | None, Any]:
+    """The distilled decoder to export, or ``(None, None)``; refused when it was distilled from other weights."""
+    if request.tiny_decoder is None:
+        return None, None
+    auto = request.tiny_decoder == AUTO
+    folder = checkpoint if auto else Path(request.tiny_decoder)
+    if auto and not (folder / TINY_CONFIG).is_file():
+        return None, None
+    record = read_tiny_decoder_record(folder)
+    teacher = record.get("teacher", {}).get("weights_sha256")
+    ours = file_sha256(checkpoint / WEIGHTS_NAME)
+    if teacher != ours:
+        raise StableMTLError(
+            f"the distilled decoder in `{folder}` was distilled from other weights (sha256 "
+            f"{str(teacher)[:12]}... != {ours[:12]}... of `{checkpoint / WEIGHTS_NAME}`): distill it again from "
+            "this checkpoint with `stablemtl-train distill-decoder`"
+        )
+    return folder, load_tiny_decoder(folder)
+
+
+def checkpoint_digest(directory: Path, tiny_decoder: Path | None = None) -> str:
     """sha256 over the checkpoint's config and weights: what a re-export compares."""
     h = hashlib.sha256()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        path = directory / name
-        h.update(name.encode())
+    files = [directory / CONFIG_NAME, directory / WEIGHTS_NAME]
+    if tiny_decoder is not None:
+        files += [tiny_decoder / TINY_CONFIG, tiny_decoder / TINY_WEIGHTS]
+    for path in files:
+        h.update(path.name.encode())
         h.update(file_sha256(path).encode() if path.is_file() else b"missing")
     return h.hexdigest()
 
@@ -77,6 +105,9 @@ class ExportRequest:
         options: exporter and opset.
         overwrite: replace an artifact of ours at ``out`` when something changed (an up-to-date one is
             left as it is either way); anything else at ``out`` is always refused.
+        tiny_decoder: a folder with a distilled decoder of this model (``stablemtl-train
+            distill-decoder``), exported as the optional ``tiny_decoder`` component; ``auto`` = the
+            checkpoint's own when it holds one, None = none.
     """
 
     checkpoint: str
@@ -86,6 +117,7 @@ class ExportRequest:
     profile: ShapeProfile | None = None
     options: ExportOptions = field(default_factory=ExportOptions)
     overwrite: bool = False
+    tiny_decoder: str | Path | None = AUTO
 
     def __post_init__(self) -> None:
         wanted = [Precision.FP32] + [p for p in self.precisions if p is not Precision.FP32]
@@ -162,8 +194,9 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         raise StableMTLError(
             f"checkpoint `{request.checkpoint}` is single-stream: export it with `--mode single`"
         )
-    specs = component_specs(preset, request.mode, profile)  # refuses impossible resolutions
-    digest = checkpoint_digest(directory)
+    tiny_dir, tiny = resolve_tiny_decoder(request, directory, model)
+    specs = component_specs(preset, request.mode, profile, tiny)  # refuses impossible resolutions
+    digest = checkpoint_digest(directory, tiny_dir)
     base = {
         "checkpoint": digest,
         "preset": preset.to_dict(),
@@ -285,6 +318,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
                 "libraries": _library_versions(Precision.FP16 if Precision.FP16 in request.precisions else Precision.FP32),
                 "fingerprints": fingerprints,
                 "references_fingerprint": ref_fingerprint,
+                **({"tiny_decoder": _tiny_record(tiny_dir, refs)} if tiny_dir is not None else {}),
             },
             references=references_files,
             parity=parity,
@@ -296,6 +330,13 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         }
         manifest.save(tmp)
     return ExportResult(manifest, out, reused, exported, comparators)
+
+
+def _tiny_record(folder: Path, refs: ReferenceSet) -> dict[str, Any]:
+    """What the manifest says of the distilled decoder: where it came from and how close it decodes."""
+    record = read_tiny_decoder_record(folder)
+    keep = {k: record[k] for k in ("teacher", "mode", "steps", "final_loss", "size", "source") if k in record}
+    return {**keep, "folder": str(folder), "image_mae_vs_full_decoder": tiny_decoder_agreement(refs)}
 
 
 def _round_up(x: float, digits: int = 2) -> float:

@@ -94,6 +94,7 @@ def _export(args: argparse.Namespace) -> int:
         profile=profile,
         options=ExportOptions.for_exporter(args.exporter, args.opset),
         overwrite=args.overwrite,
+        tiny_decoder=None if args.tiny_decoder == "none" else args.tiny_decoder,
     )
     bar, step = _progress_bar("export")
     try:
@@ -184,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="checkpoint -> ONNX artifact directory (the default command)", formatter_class=fmt)
     p.add_argument("checkpoint", nargs="?", default="demo", help="checkpoint directory or a bundled model name")
     p.add_argument("--out", required=True, help="artifact directory to write")
+    p.add_argument("--tiny-decoder", default="auto", metavar="DIR|auto|none",
+                   help="distilled decoder to export as the optional `tiny_decoder` component (a folder written by "
+                        "`stablemtl-train distill-decoder`); auto: the checkpoint's own when it has one")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an artifact of ours already at --out (atomically, once the new one is verified)")
     p.add_argument("--mode", default="multi", choices=[m.value for m in Mode],

@@ -1,4 +1,4 @@
-"""The four exported components as frozen specs: torch wrapper, graph I/O, dtypes and dynamic axes.
+"""The exported components as frozen specs: torch wrapper, graph I/O, dtypes and dynamic axes.
 
 Each :class:`ComponentSpec` is the single source of the names, dtypes and shapes that the exporter passes
 to ``torch.onnx.export``, that the manifest records and that the runtime feeds, so the three can never
@@ -37,6 +37,7 @@ __all__ = [
     "UNetGraph",
     "MainStreamGraph",
     "DecoderGraph",
+    "TinyDecoderGraph",
     "component_specs",
     "feature_specs",
     "check_resolution",
@@ -97,6 +98,17 @@ class DecoderGraph(nn.Module):
         return self.vae.decode(latent)
 
 
+class TinyDecoderGraph(nn.Module):
+    """The distilled decoder with the decoder's I/O: latent ``[B, 4, h, w]`` -> image ``[B, 3, 8h, 8w]``."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent)
+
+
 # -- specs ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ComponentSpec:
@@ -151,8 +163,11 @@ def feature_specs(preset: ModelPreset) -> tuple[FeatureSpec, ...]:
     )
 
 
-def component_specs(preset: ModelPreset, mode: Mode, profile: ShapeProfile) -> dict[Component, ComponentSpec]:
-    """The specs of every component a ``mode`` export holds, for this preset and shape profile."""
+def component_specs(
+    preset: ModelPreset, mode: Mode, profile: ShapeProfile, tiny_decoder: nn.Module | None = None
+) -> dict[Component, ComponentSpec]:
+    """The specs of every component a ``mode`` export holds, for this preset and shape profile, plus the
+    distilled decoder when one is given."""
     check_resolution(profile.height, profile.width)
     if profile.dynamic_hw:
         for hw in (profile.min_hw, profile.max_hw):
@@ -214,5 +229,11 @@ def component_specs(preset: ModelPreset, mode: Mode, profile: ShapeProfile) -> d
             ex_latent,
         ),
     }
+    if tiny_decoder is not None:
+        decoder = specs[Component.DECODER]
+        specs[Component.TINY_DECODER] = ComponentSpec(
+            Component.TINY_DECODER, lambda _: TinyDecoderGraph(tiny_decoder), decoder.inputs, decoder.outputs,
+            ex_latent,
+        )
     assert len(feats) == NUM_FEATURES
-    return {k: specs[k] for k in mode.components}
+    return {k: specs[k] for k in (*mode.components, Component.TINY_DECODER) if k in specs}

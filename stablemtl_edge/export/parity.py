@@ -23,7 +23,7 @@ from ..artifact.manifest import Component, ComponentEntry, Mode, aux_feature_nam
 from ..artifact.references import Feeds, ReferenceSet
 from ..errors import MissingDependencyError, StableMTLError
 from ..model.stablemtl import StableMTL, unet_input
-from ..tasks import NUM_TASKS
+from ..tasks import NUM_TASKS, TASKS
 from .components import ComponentSpec
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "torch_runner",
     "build_references",
     "compare_component",
+    "tiny_decoder_agreement",
 ]
 
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -167,7 +168,7 @@ def _photo_inputs(model: StableMTL, specs: Mapping[Component, ComponentSpec], he
             for i in range(len(feats[0])):
                 main[aux_feature_name(i)] = torch.stack([f[i] for f in feats]).numpy()  # [B, 7, N, C]
             inputs[Component.UNET_MAIN] = main
-    return {c: inputs[c] for c in specs}
+    return {c: inputs[c] for c in specs if c in inputs}
 
 
 def build_references(
@@ -184,7 +185,19 @@ def build_references(
         for mode in modes:
             _, latents = model.predict_latents(frames[0], frames[1], None, mode)
             e2e[mode] = (latents.numpy(), model.decode(latents).numpy())
+    if Component.TINY_DECODER in specs:
+        # The distilled decoder is checked on what it decodes in service: the predicted task latents.
+        feeds = {"latent": next(iter(e2e.values()))[0]}
+        components[Component.TINY_DECODER] = (feeds, run(Component.TINY_DECODER, feeds))
     return ReferenceSet(components, frames, e2e)
+
+
+def tiny_decoder_agreement(refs: ReferenceSet) -> dict[str, float]:
+    """Per task, the mean absolute difference of the distilled decoder's image from the full decoder's
+    (on the stored end-to-end latents, in [-1, 1] image units): what the manifest records beside it."""
+    latents, images = next(iter(refs.end_to_end.values()))
+    tiny = refs.components[Component.TINY_DECODER][1]["image"]
+    return {t.key: float(np.abs(tiny[t.index] - images[t.index]).mean()) for t in TASKS}
 
 
 # -- checks --------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ..artifact.manifest import Component, Manifest, Mode, Precision
 from ..tasks import TaskName, TaskSpec, get_task, parse_tasks
 from .backends import Backend, BaseRunner, create_runner, engines_available
 from .backends.onnxruntime import ProviderSpec
-from .options import RuntimeOptions
+from .options import DecoderChoice, RuntimeOptions
 from .prediction import FrameResult, Prediction
 from .preprocess import Layout, Letterbox, parse_layout, to_rgb
 from ..artifact.schedule import Scheduler
@@ -85,6 +85,7 @@ class Runtime:
         rates: Mapping[str, int] | None = None,
         aux_reuse: int = 1,
         *,
+        decoder: str = "full",
         threads: int | None = None,
         verify: bool = True,
         io_binding: bool | None = None,
@@ -105,6 +106,7 @@ class Runtime:
             providers: onnxruntime providers in priority order (None = CUDA when usable, else CPU).
             rates: task key -> run every n-th frame in :meth:`infer` (default 1).
             aux_reuse: multi-stream: recompute the auxiliary features every n-th frame (1 = exact).
+            decoder: ``full`` (the VAE decoder) or ``tiny`` (the distilled decoder, when the artifact has one).
             threads: onnxruntime intra-op threads per session (None = all cores).
             verify: check every file's sha256 against the manifest (seconds for the sd2 model).
             io_binding: onnxruntime I/O binding (None = on for GPU providers).
@@ -113,7 +115,7 @@ class Runtime:
             manifest: use this manifest instead of ``path/manifest.json`` (files still resolve against
                 ``path``): lets int8 calibration check candidate graphs before their manifest is written.
         """
-        options = RuntimeOptions.parse(path, tasks, mode, backend, precision, None, rates, aux_reuse)
+        options = RuntimeOptions.parse(path, tasks, mode, backend, precision, None, rates, aux_reuse, decoder=decoder)
         return cls.from_options(options, providers=providers, threads=threads, verify=verify, io_binding=io_binding,
                                 cuda_graphs=cuda_graphs, strict_providers=strict_providers, manifest=manifest)
 
@@ -150,12 +152,21 @@ class Runtime:
             raise StableMTLError("`aux_reuse` applies to the multi-stream mode only; leave it at 1 with mode `single`")
         components = mode.components
         entries = {c: manifest.entry(precision, c) for c in components}
+        if options.decoder is DecoderChoice.TINY:
+            # The distilled decoder takes the decoder's place: same I/O, the schedule is unchanged.
+            if Component.TINY_DECODER not in manifest.components.get(precision, {}):
+                raise StableMTLError(
+                    f"`decoder=tiny`: the {precision.value} graphs of `{directory}` include no distilled decoder; "
+                    "distill one with `stablemtl-train distill-decoder` and export with `--tiny-decoder DIR`, or "
+                    "use decoder `full`"
+                )
+            entries[Component.DECODER] = manifest.entry(precision, Component.TINY_DECODER)
         if verify:
-            manifest.verify_files(directory, [precision], components)
+            manifest.verify_files(directory, [precision], [e.component for e in entries.values()])
         if backend is Backend.AUTO:
             backend = Backend.ONNXRUNTIME
             if providers is None and importlib.util.find_spec("tensorrt") is not None:
-                if engines_available(directory, components, precision):
+                if engines_available(directory, [e.component for e in entries.values()], precision):
                     backend = Backend.TENSORRT
         if backend is Backend.TENSORRT and providers is not None:
             raise StableMTLError("`providers` are onnxruntime settings: drop them or use backend `onnxruntime`")

@@ -18,14 +18,16 @@ from ..artifact.manifest import Manifest, Mode, Precision
 from ..cli.parsers import parse_list, positive_int
 from ..tasks import TASK_NAMES
 from .backends.base import Backend
-from .options import RuntimeOptions
+from .options import DecoderChoice, RuntimeOptions
 
 __all__ = ["add_runtime_args", "runtime_options", "runtime_option_grid", "options_label"]
 
 
 def options_label(options: RuntimeOptions) -> str:
-    """``multi/onnxruntime/fp32`` (mode/backend/precision), for tables and logs."""
-    return f"{options.mode.value}/{options.backend.value}/{options.precision.value}"
+    """``multi/onnxruntime/fp32`` (mode/backend/precision, ``+tiny`` with the distilled decoder), for tables."""
+    mode = options.mode.value if options.mode is not None else "auto"
+    tiny = "+tiny" if options.decoder is DecoderChoice.TINY else ""
+    return f"{mode}/{options.backend.value}/{options.precision.value}{tiny}"
 
 
 def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
@@ -67,6 +69,11 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False) ->
         "--aux-reuse", type=positive_int, default=1, metavar="N",
         help="multi-stream: recompute the auxiliary features every N-th frame (1 = exact)",
     )  # fmt: skip
+    g.add_argument(
+        "--decoder", default="full", choices=DecoderChoice.choices(),
+        help="`full`: the model's VAE decoder; `tiny`: the distilled decoder (a tenth of its FLOPs or less), "
+        "when the artifact was exported with one",
+    )  # fmt: skip
 
 
 def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any) -> RuntimeOptions:
@@ -83,6 +90,7 @@ def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any) 
         providers=args.providers,
         rates=",".join(parse_list(args.rates)),
         aux_reuse=args.aux_reuse,
+        decoder=getattr(args, "decoder", DecoderChoice.FULL),
     )
 
 

@@ -17,10 +17,19 @@ from pathlib import Path
 from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision
 from ..cli.parsers import parse_pairs
+from ..records import KeyEnum
 from ..tasks import TASK_NAMES, get_task, parse_tasks
 from .backends.base import Backend
 
-__all__ = ["RuntimeOptions", "parse_rates", "check_rates"]
+__all__ = ["RuntimeOptions", "DecoderChoice", "parse_rates", "check_rates"]
+
+
+class DecoderChoice(KeyEnum):
+    """Which decoder turns latents into task images: the model's own VAE decoder, or the distilled one
+    (``tiny_decoder``, a tenth of its FLOPs or less) when the artifact has it."""
+
+    FULL = "full"
+    TINY = "tiny"
 
 
 def parse_rates(text: str | Mapping[str, int] | None) -> dict[str, int]:
@@ -84,6 +93,7 @@ class RuntimeOptions:
         providers: onnxruntime execution providers, or None for the best available.
         rates: task -> run every N-th frame (tasks absent run every frame).
         aux_reuse: multi-stream auxiliary-feature reuse interval (1 = exact).
+        decoder: the full VAE decoder or the distilled ``tiny_decoder``.
     """
 
     artifact_dir: Path
@@ -94,6 +104,7 @@ class RuntimeOptions:
     providers: tuple[str, ...] | None = None
     rates: dict[str, int] = field(default_factory=dict)
     aux_reuse: int = 1
+    decoder: DecoderChoice = DecoderChoice.FULL
 
     @classmethod
     def parse(
@@ -107,6 +118,7 @@ class RuntimeOptions:
         rates: str | Mapping[str, int] | None = None,
         aux_reuse: int = 1,
         *,
+        decoder: str | DecoderChoice = DecoderChoice.FULL,
         standing_rates: bool = False,
     ) -> RuntimeOptions:
         """Validate loosely typed settings (ROS parameters, command-line strings).
@@ -138,6 +150,7 @@ class RuntimeOptions:
             providers=provider_list or None,
             rates=check_rates(rates, keys, standing_rates),
             aux_reuse=reuse,
+            decoder=DecoderChoice.parse(decoder, "decoder"),
         )
 
     def check_directory(self) -> None:

@@ -69,7 +69,7 @@ def check_parity(
         comparator = default_comparator(precision, manifest.tolerance, overrides)
         runners: dict = {}
         try:
-            for c in manifest.mode.components:
+            for c in manifest.components[precision]:  # the optional tiny_decoder included
                 runner: BaseRunner = create_runner(Backend.ONNXRUNTIME, directory, manifest.entry(precision, c),
                                                    providers=["CPUExecutionProvider"], threads=threads)
                 runner.activate()

@@ -96,6 +96,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
         for task in TASK_NAMES
     },
     "aux_reuse": ParameterSpec(1, "multi-stream: recompute auxiliary features every N frames (1 = exact)", _C),
+    "decoder": ParameterSpec("full", "full (the VAE decoder) or tiny (the distilled decoder, when exported)", _C),
     "semantic_color": ParameterSpec(True, "also publish ~/semantic/color (rgb8 palette picture)", _C),
     "albedo_encoding": ParameterSpec(AlbedoEncoding.FLOAT32.value, "32FC3 (linear [0, 1]) or rgb8 for ~/albedo", _C),
     "debug": ParameterSpec(False, "also publish ~/debug/<task>, colourised rgb8 pictures for rviz", _C),
@@ -133,6 +134,7 @@ class NodeSettings:
             v["providers"],
             {task: v[f"rates.{task}"] for task in TASK_NAMES},
             v["aux_reuse"],
+            decoder=v["decoder"],
             standing_rates=True,  # one declared parameter per task
         )
         topic = str(v["input_topic"]).strip()
