@@ -6,8 +6,8 @@ simpler than photos, so a plain conv + ReLU stack trained to copy the model's ow
 predicted latents (:mod:`stablemtl_edge.training.distill`) replaces it. No convolution runs at full
 resolution: three conv stages at 1/8, 1/4 and 1/2 of the image, two nearest x2 up-samplings between them
 and a sub-pixel (pixel-shuffle) x2 head into the image, which keeps the cost well under the budget. Only
-ONNX opset-17 operators that are exact in fp16 are used: Conv, Relu, Add, Resize (nearest), DepthToSpace
-and Clip.
+ONNX opset-17 operators are used (Conv, Relu, Add, Resize nearest, DepthToSpace, Clip), with no reduction
+that could overflow in fp16 (no GroupNorm, no softmax).
 """
 
 from __future__ import annotations
