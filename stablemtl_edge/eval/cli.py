@@ -131,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames", type=positive_int, help="evaluate the first N frames only (procedural: N frames, default 64)")
     g = p.add_argument_group("model")
     g.add_argument("--tasks", help=f"comma-separated subset of the benchmark's tasks ({', '.join(TASK_NAMES)})")
-    g.add_argument("--mode", default="single", help="single or multi (multi-stream artifact)")
+    g.add_argument("--mode", default=None, help="single or multi (multi-stream artifact); default: the artifact's mode")
     g.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
     g.add_argument("--precision", default="fp32", help="fp32, fp16 or int8")
+    g.add_argument("--decoder", default="full", help="full (the VAE decoder) or tiny (the distilled decoder, if exported)")
     g.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     g = p.add_argument_group("output")
     g.add_argument("--json", type=Path, help="write the result here (JSON)")
@@ -166,10 +167,12 @@ def run(args: argparse.Namespace) -> str:
         mode=args.mode,
         backend=args.backend,
         precision=args.precision,
+        decoder=args.decoder,
         threads=args.threads,
     ) as rt:
         result = evaluate(rt, samples, tasks, benchmark=name, progress=not args.no_progress)
-        info = {"artifacts": str(args.artifacts), "precision": str(args.precision), "mode": str(args.mode)}
+        info = {"artifacts": str(args.artifacts), "precision": rt.describe_precision(), "mode": rt.mode.value,
+                "decoder": str(args.decoder)}
         info.update({f"runner.{k}": v for k, v in rt.describe().items()})
     report = []
     if args.baseline is not None:

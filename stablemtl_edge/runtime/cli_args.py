@@ -70,13 +70,13 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False) ->
         help="multi-stream: recompute the auxiliary features every N-th frame (1 = exact)",
     )  # fmt: skip
     g.add_argument(
-        "--decoder", default="full", choices=DecoderChoice.choices(),
-        help="`full`: the model's VAE decoder; `tiny`: the distilled decoder (a tenth of its FLOPs or less), "
-        "when the artifact was exported with one",
+        "--decoder", default="full", **({} if multiple else {"choices": DecoderChoice.choices()}),
+        help=f"{some}`full`: the model's VAE decoder; `tiny`: the distilled decoder (a tenth of its FLOPs or "
+        "less), when the artifact was exported with one",
     )  # fmt: skip
 
 
-def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any) -> RuntimeOptions:
+def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any, decoder: Any = None) -> RuntimeOptions:
     if getattr(args, "artifacts", None) is None:
         raise StableMTLError("no artifact directory: pass --artifacts DIR (written by `stablemtl-export`)")
     if mode is None:  # the best schedule the artifact offers
@@ -90,7 +90,7 @@ def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any) 
         providers=args.providers,
         rates=",".join(parse_list(args.rates)),
         aux_reuse=args.aux_reuse,
-        decoder=getattr(args, "decoder", DecoderChoice.FULL),
+        decoder=decoder if decoder is not None else getattr(args, "decoder", DecoderChoice.FULL),
     )
 
 
@@ -110,8 +110,10 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
 
 
 def runtime_option_grid(args: argparse.Namespace) -> list[RuntimeOptions]:
-    """Every (mode, backend, precision) combination of a parser built with ``add_runtime_args(multiple=True)``."""
+    """Every (mode, backend, precision, decoder) combination of a parser built with
+    ``add_runtime_args(multiple=True)``."""
     modes: list[Any] = [Mode.parse(v, "mode") for v in parse_list(args.mode)] or [None]
     backends = [Backend.parse(v, "backend") for v in parse_list(args.backend)] or [Backend.AUTO]
     precisions = [Precision.parse(v, "precision") for v in parse_list(args.precision)] or [Precision.FP32]
-    return [_options(args, m, b, p) for m, b, p in itertools.product(modes, backends, precisions)]
+    decoders = [DecoderChoice.parse(v, "decoder") for v in parse_list(args.decoder)] or [DecoderChoice.FULL]
+    return [_options(args, m, b, p, d) for m, b, p, d in itertools.product(modes, backends, precisions, decoders)]

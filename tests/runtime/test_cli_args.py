@@ -59,6 +59,9 @@ def test_grid_is_the_product_of_the_lists(artifacts):
         (Mode.MULTI, Backend.ONNXRUNTIME, Precision.FP32),
         (Mode.MULTI, Backend.ONNXRUNTIME, Precision.FP16),
     ]
+    args = _parser(multiple=True).parse_args(["-a", str(multi), "--mode", "multi", "--decoder", "full,tiny"])
+    grid = runtime_option_grid(args)
+    assert [options_label(o) for o in grid] == ["multi/auto/fp32", "multi/auto/fp32+tiny"]
 
 
 @pytest.mark.parametrize(
