@@ -15,7 +15,6 @@ function of their index, so a resumed run ends with the weights of an uninterrup
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..artifact.digest import file_sha256
 from ..atomic import atomic_directory, atomic_write_text, remove_own_directory
 from ..config import UNET_DOWNSAMPLE, VAE_DOWNSAMPLE
 from ..errors import StableMTLError
@@ -256,11 +256,7 @@ def teacher_identity(model: StableMTL) -> dict[str, Any]:
                              "multi_stream": model.multi_stream}
     weights = Path(str(ident["checkpoint"])) / MODEL_WEIGHTS if ident["checkpoint"] else None
     if weights is not None and weights.is_file():
-        digest = hashlib.sha256()
-        with open(weights, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-        ident["weights_sha256"] = digest.hexdigest()
+        ident["weights_sha256"] = file_sha256(weights)  # what export compares before packing the student
     return ident
 
 
