@@ -14,9 +14,10 @@ Component I/O (``B`` = batch, ``H x W`` = processing resolution, ``h x w = H/8 x
 - ``encoder``: ``image`` uint8 (B, H, W, 3) RGB -> ``latent`` float32 (B, 4, h, w) (posterior mean x 0.18215)
 - ``unet``: ``sample`` float32 (B, 12, h, w), ``task_id`` int64 (B,) -> ``latent`` (B, 4, h, w)
   [+ ``feat_00`` .. ``feat_15`` float32 (B, N_l, C_l) in a multi-stream export]
-- ``unet_main``: ``sample``, ``task_id``, ``aux_feat_00`` .. ``aux_feat_15`` float32 (B, 7, N_l, C_l)
-  (the auxiliary features of all seven tasks, canonical order; the row's own task slot is ignored)
-  -> ``latent`` (B, 4, h, w)
+- ``unet_main``: ``sample``, ``task_id``, ``aux_feat_00`` .. ``aux_feat_15`` float32 (1, 7, N_l, C_l)
+  (the auxiliary features of all seven tasks, canonical order, once per frame: the graph broadcasts them to
+  the B main rows; the row's own task slot is ignored) -> ``latent`` (B, 4, h, w). Artifacts exported
+  before the broadcast take them tiled, (B, 7, N_l, C_l); the I/O specs say which (:attr:`Manifest.aux_broadcast`)
 - ``decoder``: ``latent`` (B, 4, h, w) -> ``image`` float32 (B, 3, H, W), clipped to [-1, 1]
 - ``tiny_decoder`` (optional): the same I/O as ``decoder``, a distilled decoder at a tenth of its FLOPs or
   less; the runtime runs it in the decoder's place when asked (``decoder="tiny"``)
@@ -387,6 +388,17 @@ class Manifest:
     # -- queries -----------------------------------------------------------------------------------------
     def precisions(self) -> tuple[Precision, ...]:
         return tuple(p for p in Precision if p in self.components)
+
+    @property
+    def aux_broadcast(self) -> bool:
+        """True when ``unet_main`` takes the auxiliary features once per frame, ``(1, 7, N, C)``, and broadcasts
+        them in the graph; False for artifacts that take them tiled per main row, ``(B, 7, N, C)``."""
+        for comps in self.components.values():
+            entry = comps.get(Component.UNET_MAIN)
+            if entry is not None:
+                aux = [t for t in entry.inputs if t.name == aux_feature_name(0)]
+                return bool(aux) and aux[0].shape[0] == 1
+        return False
 
     def component_precisions(self, precision: Precision | str) -> dict[Component, Precision]:
         """What each component of a precision set really runs in: an int8 set keeps the components that

@@ -10,8 +10,9 @@ zeros(4)]`` on channels with ``task_id`` = canonical task index.
 - single-stream: ONE batched ``unet`` call over the k due tasks;
 - multi-stream: ONE batched auxiliary ``unet`` call over the tasks whose features are needed (all 7 when
   k >= 2, the 6 others when k = 1), its 16 features stacked per layer into ``(1, 7, N_l, C_l)`` in
-  canonical order (zeros in slots not computed) and tiled to ``(k, 7, N_l, C_l)`` for ONE batched
-  ``unet_main`` call;
+  canonical order (zeros in slots not computed) and fed once to ONE batched ``unet_main`` call, which
+  broadcasts them to its k rows (artifacts exported before the broadcast get them tiled to
+  ``(k, 7, N_l, C_l)``);
 - then ONE batched ``decoder`` call over the k latents.
 
 So a frame costs k UNet rows single-stream and 7 + k (k = 1: 6 + 1) multi-stream, against 7 per task in
@@ -61,11 +62,14 @@ class RowLimited:
 
     def infer(self, feed: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
               ) -> dict[str, np.ndarray]:
-        n = len(next(iter(feed.values())))
+        n = max(len(v) for v in feed.values())
         if n <= self.rows:
             return self.runner.infer(feed, output_names)
-        parts = [{k: v.copy() for k, v in self.runner.infer({k: v[i : i + self.rows] for k, v in feed.items()},
-                                                              output_names).items()}
+
+        def rows(i: int) -> dict[str, np.ndarray]:  # inputs given once per call (broadcast features) stay whole
+            return {k: v[i : i + self.rows] if len(v) == n else v for k, v in feed.items()}
+
+        parts = [{k: v.copy() for k, v in self.runner.infer(rows(i), output_names).items()}
                  for i in range(0, n, self.rows)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -131,9 +135,10 @@ class Scheduler:
             if len(manifest.features) == 0:
                 raise StableMTLError("the manifest lists no feature taps: it is not a multi-stream artifact")
             shapes = [(f.tokens((h, w)), f.channels) for f in manifest.features]
-            # Row 0 of each tiled buffer is the stacked features (1, 7, N_l, C_l); rows 1.. repeat it for
-            # the other main tasks (the contract feeds (k, 7, N_l, C_l)).
-            k_max = len(self.tasks)
+            # Row 0 of each buffer is the stacked features (1, 7, N_l, C_l), all a broadcasting unet_main
+            # takes; for an older (tiled) artifact rows 1.. repeat it for the other main tasks.
+            self._broadcast = manifest.aux_broadcast
+            k_max = 1 if self._broadcast else len(self.tasks)
             self._tiled = [np.zeros((k_max, NUM_TASKS) + s, np.float32) for s in shapes]  # [k,7,N_l,C_l]
             self._stack = [t[:1] for t in self._tiled]  # [1,7,N_l,C_l] views
             self._feat_names = tuple(feature_name(f.index) for f in manifest.features)
@@ -245,13 +250,13 @@ class Scheduler:
         else:
             self._auxiliary(z, pair, idx, frame_index, timings)
             k = len(idx)
-            if self._tiled_rows < k:
+            if not self._broadcast and self._tiled_rows < k:
                 for tiled in self._tiled:
                     tiled[self._tiled_rows : k] = tiled[0]  # [k,7,N_l,C_l]
                 self._tiled_rows = k
             feed = {"sample": self._fill(self._sample, idx, z, pair), "task_id": task_id}
             for name, tiled in zip(self._aux_names, self._tiled):
-                feed[name] = tiled[:k]
+                feed[name] = tiled[:1] if self._broadcast else tiled[:k]
             latents = self._call(Component.UNET_MAIN, feed, k, timings, _LATENT)["latent"]  # [k,4,h,w]
         self.last_latents = latents
         images = self._call(Component.DECODER, {"latent": latents}, len(idx), timings, ("image",))["image"]

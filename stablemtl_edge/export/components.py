@@ -75,7 +75,11 @@ class UNetGraph(nn.Module):
 
 
 class MainStreamGraph(nn.Module):
-    """Multi-stream main UNet: ``(sample, task_id, aux_feat_00 .. aux_feat_15) -> latent``."""
+    """Multi-stream main UNet: ``(sample, task_id, aux_feat_00 .. aux_feat_15) -> latent``.
+
+    The auxiliary features come once per frame, ``(1, 7, N, C)``, and are broadcast to the batch's main rows
+    here, in the graph: the caller never holds k copies (1.7 GB of buffers at k = 7, 384x512, sd2).
+    """
 
     def __init__(self, model: StableMTL) -> None:
         super().__init__()
@@ -84,7 +88,8 @@ class MainStreamGraph(nn.Module):
         self.main = model.main
 
     def forward(self, sample: torch.Tensor, task_id: torch.Tensor, *aux_features: torch.Tensor) -> torch.Tensor:
-        return self.main(sample, task_id, list(aux_features))
+        rows = sample.shape[0]
+        return self.main(sample, task_id, [a.expand(rows, -1, -1, -1) for a in aux_features])
 
 
 class DecoderGraph(nn.Module):
@@ -188,8 +193,8 @@ def component_specs(
     sample = TensorSpec("sample", f32, ("batch", unet_in, lh, lw))
     task_id = TensorSpec("task_id", i64, ("batch",))
     feat_out = tuple(TensorSpec(feature_name(f.index), f32, ("batch", tokens(f), f.channels)) for f in feats)
-    aux_in = tuple(
-        TensorSpec(aux_feature_name(f.index), f32, ("batch", NUM_TASKS, tokens(f), f.channels)) for f in feats
+    aux_in = tuple(  # once per frame: broadcast to the batch in the graph
+        TensorSpec(aux_feature_name(f.index), f32, (1, NUM_TASKS, tokens(f), f.channels)) for f in feats
     )
 
     def ex_image(b: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -201,7 +206,7 @@ def component_specs(
         return s, torch.arange(b, dtype=torch.long) % NUM_TASKS
 
     def ex_main(b: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-        aux = tuple(torch.randn(b, NUM_TASKS, f.tokens((opt_lh, opt_lw)), f.channels, generator=g) for f in feats)
+        aux = tuple(torch.randn(1, NUM_TASKS, f.tokens((opt_lh, opt_lw)), f.channels, generator=g) for f in feats)
         return (*ex_sample(b, g), *aux)
 
     def ex_latent(b: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:

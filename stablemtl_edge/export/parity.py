@@ -159,14 +159,11 @@ def _photo_inputs(model: StableMTL, specs: Mapping[Component, ComponentSpec], he
             Component.DECODER: {"latent": z[:4].numpy()},
         }
         if Component.UNET_MAIN in specs:
-            # every row sees the auxiliary features of its own image for all seven tasks
-            feats = []
-            for r in range(samples.shape[0]):
-                _, f = model.run_auxiliary(samples[r : r + 1].expand(NUM_TASKS, -1, -1, -1), torch.arange(NUM_TASKS))
-                feats.append(f)
+            # the auxiliary features of the first image for all seven tasks, once: the graph broadcasts them
+            _, feats = model.run_auxiliary(samples[:1].expand(NUM_TASKS, -1, -1, -1), torch.arange(NUM_TASKS))
             main = {"sample": samples.numpy(), "task_id": ids.numpy()}
-            for i in range(len(feats[0])):
-                main[aux_feature_name(i)] = torch.stack([f[i] for f in feats]).numpy()  # [B, 7, N, C]
+            for i, f in enumerate(feats):
+                main[aux_feature_name(i)] = f[None].numpy()  # [1, 7, N, C]
             inputs[Component.UNET_MAIN] = main
     return {c: inputs[c] for c in specs if c in inputs}
 

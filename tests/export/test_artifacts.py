@@ -35,7 +35,7 @@ def test_manifest_describes_every_component_and_file(tiny_artifacts):
     for rel, digest in m.files.items():
         assert file_sha256(tiny_artifacts / rel) == digest
     for precision in m.precisions():
-        for component in Component:
+        for component in Mode.MULTI.components:
             e = m.entry(precision, component)
             assert e.file == f"{precision.value}/{component.value}.onnx"
             assert e.opset == 17 and e.exporter == "torchscript" and e.external_data is None
@@ -162,7 +162,7 @@ def test_partial_change_reexports_only_what_changed(tiny_artifacts, tiny_checkpo
     shutil.copytree(tiny_artifacts, out)
     old = Manifest.load(out)
     result = export_artifacts(ExportRequest(str(tiny_checkpoint), out, Mode.MULTI, (Precision.FP32,), overwrite=True))
-    assert not result.exported and sorted(result.reused) == sorted(f"fp32/{c.value}" for c in Component)
+    assert not result.exported and sorted(result.reused) == sorted(f"fp32/{c.value}" for c in Mode.MULTI.components)
     new = Manifest.load(out)
     assert new.precisions() == (Precision.FP32,)
     assert new.entry("fp32", "unet").sha256 == old.entry("fp32", "unet").sha256
@@ -179,3 +179,32 @@ def test_export_refuses_multi_mode_for_a_single_stream_checkpoint(tmp_path):
         export_artifacts(ExportRequest(str(ckpt), tmp_path / "out", Mode.MULTI))
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_unet_main_takes_the_auxiliary_features_once_and_broadcasts_them(tiny_artifacts):
+    """One (1, 7, N, C) copy per frame, whatever the number of main rows."""
+    m = Manifest.load(tiny_artifacts)
+    aux = [t for t in m.entry(Precision.FP32, Component.UNET_MAIN).inputs if t.name.startswith("aux_feat_")]
+    assert len(aux) == 16 and all(t.shape[0] == 1 for t in aux) and m.aux_broadcast
+    refs = ReferenceSet.load(tiny_artifacts, m)
+    runners = OrtSessions(tiny_artifacts, m.components[Precision.FP32]).runners()
+    scheduler = Scheduler(m, {c: runners[c] for c in Mode.MULTI.components}, TASKS, Mode.MULTI)
+    assert all(t.shape[0] == 1 for t in scheduler._tiled)  # no k-fold copies held
+    images = scheduler.predict(refs.frames[0], refs.frames[1], {})
+    np.testing.assert_allclose(np.stack([images[t.key] for t in TASKS]), refs.end_to_end[Mode.MULTI][1], atol=1e-3)
+
+
+
+def test_an_artifact_with_tiled_auxiliary_features_still_runs(tmp_path):
+    from tests.runtime.artifact_zoo import ToyModel
+
+    zoo = ToyModel()
+    art = zoo.write(tmp_path / "tiled", Mode.MULTI)  # written the pre-broadcast way: (B, 7, N, C)
+    m = Manifest.load(art)
+    assert not m.aux_broadcast
+    from stablemtl_edge.runtime import Runtime
+
+    frame = np.random.default_rng(1).integers(0, 256, (zoo.height, zoo.width, 3), dtype=np.uint8)
+    with Runtime.from_artifacts(art, tasks="all", mode="multi") as rt:
+        assert all(t.shape[0] == 7 for t in rt.scheduler._tiled)
+        assert set(rt.predict(frame, frame)) == set(TASK_NAMES)
