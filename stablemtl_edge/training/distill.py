@@ -74,6 +74,10 @@ class DistillConfig:
         decoder: the student's architecture (None: :meth:`TinyDecoderConfig.for_preset`).
         precision: mixed precision of the student (the teacher always runs in fp32).
         progress: tqdm bar on stderr.
+        pairs: distinct frame pairs, cycled; the teacher's latents and decodes of each are computed once and
+            kept (fp16 images), so after the first pass a step costs only the student (the teacher is most of
+            a step: a 7-task multi-stream prediction and seven full decodes per pair). None: every step
+            takes new pairs and runs the teacher.
     """
 
     model: str
@@ -89,6 +93,7 @@ class DistillConfig:
     decoder: TinyDecoderConfig | None = None
     precision: Precision = Precision.AUTO
     progress: bool = True
+    pairs: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
@@ -98,6 +103,8 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise StableMTLError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value}")
+        if self.pairs is not None and (not isinstance(self.pairs, int) or self.pairs < self.batch):
+            raise StableMTLError(f"--pairs must be a whole number >= --batch-size ({self.batch}), got {self.pairs}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise StableMTLError(f"--lr must be a finite number > 0, got {self.lr}")
         if self.size is not None:
@@ -115,7 +122,8 @@ class DistillConfig:
                 "lr": self.lr, "source": self.source, "size": list(self.size) if self.size else None,
                 "seed": self.seed, "checkpoint_every": self.checkpoint_every,
                 "keep_checkpoints": self.keep_checkpoints,
-                "decoder": self.decoder.to_dict() if self.decoder else None, "precision": self.precision.value}
+                "decoder": self.decoder.to_dict() if self.decoder else None, "precision": self.precision.value,
+                "pairs": self.pairs}
 
 
 # -- frames ------------------------------------------------------------------------------------------------
@@ -325,6 +333,7 @@ class Distiller:
         optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.module, self.optimizer = acc.prepare(self.student, optimizer)
         self.frames = FramePairs(config.source, self.size)
+        self._teacher_cache: dict[int, tuple[torch.Tensor, torch.Tensor, list[TaskSpec]]] = {}
 
     @property
     def output(self) -> Path:
@@ -336,12 +345,29 @@ class Distiller:
         first = (step * acc.num_processes + acc.process_index) * b
         return range(first, first + b)
 
+    def teacher_outputs(self, indices: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor, list[TaskSpec]]:
+        """The teacher's latents, decodes and tasks for these pairs; with ``pairs``, each computed once.
+
+        The cache is a pure function of the pair index, so a resumed run sees the same targets.
+        """
+        if self.config.pairs is None:
+            return teacher_batch(self.teacher, self.frames.take(indices))
+        parts = []
+        for i in (i % self.config.pairs for i in indices):
+            if i not in self._teacher_cache:
+                z, images, tasks = teacher_batch(self.teacher, self.frames.take([i]))
+                self._teacher_cache[i] = (z, images.half(), tasks)
+            parts.append(self._teacher_cache[i])
+        return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).float(),
+                [t for p in parts for t in p[2]])
+
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this run."""
         c = self.config
         return {"model": c.model, "batch": c.batch, "source": c.source, "size": list(self.size),
-                "decoder": self.decoder_config.to_dict(), "processes": self.accelerator.num_processes}
+                "decoder": self.decoder_config.to_dict(), "processes": self.accelerator.num_processes,
+                "pairs": c.pairs}
 
     def save_checkpoint(self, step: int, loss: float) -> Path:
         from safetensors.torch import save_file
@@ -423,7 +449,7 @@ class Distiller:
     def step(self, step: int) -> tuple[float, dict[str, float]]:
         """One optimizer step on this process's pairs; returns the loss (mean over processes) and its parts."""
         acc = self.accelerator
-        latents, target, tasks = teacher_batch(self.teacher, self.frames.take(self.pair_indices(step)))
+        latents, target, tasks = self.teacher_outputs(self.pair_indices(step))
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, step)
         self.student.train()

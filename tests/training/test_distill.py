@@ -177,3 +177,24 @@ def test_frames_from_a_video_file_are_consecutive_and_resume_at_any_index(tmp_pa
     levels = [[round(float(f[:48].mean()) / 50 - 0.8) for f in pair] for pair in frames.take([1, 3, 0])]
     frames.close()
     assert levels == [[1, 2], [3, 0], [0, 1]]  # grey levels 40, 90, 140, 190 survive the lossy codec
+
+
+def test_a_teacher_cache_runs_the_teacher_once_per_pair_and_resumes_exactly(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from stablemtl_edge.training.distill import Distiller
+
+    out = tmp_path / "run"
+    config = DistillConfig(model=str(tiny_checkpoint), output=out, steps=6, batch=1, lr=3e-3, size=SIZE,
+                           checkpoint_every=3, progress=False, pairs=2)
+    whole = Distiller(config)
+    whole.run()
+    # 6 steps over 2 distinct pairs: the teacher decoded 2 x 7 latents, not 6 x 7
+    assert whole.teacher.counters["decoder_rows"] == 2 * len(TASK_NAMES)
+    uninterrupted = {k: v.clone() for k, v in whole.student.state_dict().items()}
+    shutil.rmtree(out / CHECKPOINT_DIR / "step-0000006")  # as if the run had stopped after step 3
+    resumed = Distiller(config)
+    resumed.run(resume=True)  # a fresh cache: rebuilt from the pairs, the same targets
+    assert all(torch.equal(resumed.student.state_dict()[k], v) for k, v in uninterrupted.items())
+    with pytest.raises(StableMTLError, match=r"--pairs must be a whole number >= --batch-size"):
+        DistillConfig(model=str(tiny_checkpoint), output=tmp_path / "x", batch=2, pairs=1)
