@@ -147,6 +147,31 @@ def accuracy_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DECODER_GATE = 0.02  # the distilled decoder may worsen a task's main metric by at most 2%
+
+
+def decoder_gate(full: dict[str, dict], tiny: dict[str, dict], threshold: float = DECODER_GATE) -> str:
+    """The distilled decoder against the full one on held-out frames with ground truth, per task and domain:
+    the main metric's relative change and a verdict (Markdown)."""
+    from .eval.delta_m import relative_changes
+    from .eval.results import EvalResult
+
+    lines = ["", "", f"## Distilled decoder against the full decoder (multi-stream fp32; gate: each task's main "
+             f"metric at most {threshold * 100:.0f}% worse)", "",
+             "| task | domain | metric | full | tiny | change (+ = better) | verdict |", "|---|---|---|---:|---:|---:|---|"]
+    missed = []
+    for domain in full:
+        a, b = EvalResult.from_dict(full[domain]), EvalResult.from_dict(tiny[domain])
+        for (task, metric), change in relative_changes(b, a).items():
+            ok = change >= -threshold
+            missed += [] if ok else [f"{task} ({domain})"]
+            lines.append(f"| {task} | {domain} | {metric} | {a[task].scalars()[metric]:.4g} | "
+                         f"{b[task].scalars()[metric]:.4g} | {change * 100:+.1f}% | {'pass' if ok else 'MISS'} |")
+    verdict = ("every task within the gate" if not missed else
+               f"the distilled decoder misses the gate on {', '.join(missed)}: keep `--decoder full` for those tasks")
+    return "\n".join(lines) + f"\n\nVerdict: {verdict}.\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stablemtl-demo",
@@ -185,6 +210,7 @@ def _run(args: argparse.Namespace) -> int:
     demo.step("make the demo clips (procedural driving scene with ground truth; pan over real photographs)")
     manifest = json.loads((art / MANIFEST_NAME).read_text())
     sets = {p: Manifest.load(art).describe_precision(p) for p in ("fp32", "fp16", "int8")}
+    tiny = "tiny_decoder" in manifest["components"]["fp32"]  # the checkpoint ships a distilled decoder
     size = (manifest["profile"]["height"], manifest["profile"]["width"])
     clip = write_procedural_clip(out / "clips" / "procedural", args.clip_frames, size)
     pan = write_photo_pan(out / "clips" / "photos.mp4", args.clip_frames)
@@ -200,18 +226,20 @@ def _run(args: argparse.Namespace) -> int:
         video_frame_png(video, out / f"montage_{name}.png")
 
     demo.step("accuracy on the procedural held-out split: fp32 / fp16 / int8, single- and multi-stream")
-    configs = [("single", "fp32"), ("multi", "fp32"), ("multi", "fp16"), ("multi", "int8")]
+    configs = [("single", "fp32", "full"), ("multi", "fp32", "full"), ("multi", "fp16", "full"),
+               ("multi", "int8", "full")] + ([("multi", "fp32", "tiny")] if tiny else [])
     results: dict[str, dict[str, dict]] = {}
     size = f"{manifest['profile']['height']}x{manifest['profile']['width']}"
     for domain in ("driving", "indoor"):
-        for mode, precision in configs:
-            path = out / "accuracy" / f"{mode}_{precision}_{domain}.json"
+        for mode, precision, decoder in configs:
+            path = out / "accuracy" / f"{mode}_{precision}_{decoder}_{domain}.json"
             demo.run(
                 "stablemtl-eval", art, "--benchmark", "procedural", "--domain", domain, "--split", "test",
                 "--size", size, "--frames", str(args.eval_frames), "--precision", precision, "--mode", mode,
-                "--json", path, "--no-progress",
+                "--decoder", decoder, "--json", path, "--no-progress",
             )
             label = f"{mode} {precision}" if sets[precision] == precision else f"{mode} {precision} set*"
+            label += " tiny decoder" if decoder == "tiny" else ""
             results.setdefault(label, {})[domain] = json.loads(path.read_text())
         results.setdefault("trivial baseline", {})[domain] = trivial_baseline(domain, size, args.eval_frames)
     report = (
@@ -220,6 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         "pixels and scene flow EPE3d in metres after the per-channel scale fit, albedo/shading RMSE).\n\n"
         + accuracy_table(results)
         + "".join(f"\n\n\\* {text}" for p, text in sets.items() if text != p)
+        + (decoder_gate(results["multi fp32"], results["multi fp32 tiny decoder"]) if tiny else "")
     )
     (out / "accuracy.md").write_text(report)
     print(report)
@@ -229,6 +258,12 @@ def _run(args: argparse.Namespace) -> int:
         "stablemtl-bench", "--artifacts", art, "--mode", "single,multi", "--precision", "fp32,fp16",
         "--frames", "10", "--json", out / "bench.json", "--markdown", out / "bench.md",
     )
+    if tiny:  # the same frames through the distilled decoder, beside the full one
+        demo.run(
+            "stablemtl-bench", "--artifacts", art, "--mode", "single,multi", "--precision", "fp32",
+            "--decoder", "full,tiny", "--frames", "10", "--no-baseline", "--json", out / "bench_decoder.json",
+            "--markdown", out / "bench_decoder.md",
+        )
 
     demo.step("doctor: this machine, its providers, and the artifact")
     demo.run("stablemtl-doctor", "--artifacts", art, "--json", out / "doctor.json", check=False)
@@ -242,7 +277,9 @@ def _run(args: argparse.Namespace) -> int:
         f"- artifacts (ONNX graphs + manifest): `{art}`; precision sets: {'; '.join(sets.values())}",
         f"- montage videos: `{out / 'montage_procedural.mp4'}`, `{out / 'montage_photos.mp4'}`",
         f"- accuracy report: `{out / 'accuracy.md'}`; int8 gate report: `{out / 'int8_report.md'}`",
-        f"- benchmark: `{out / 'bench.md'}`; doctor: `{out / 'doctor.json'}`",
+        f"- benchmark: `{out / 'bench.md'}`"
+        + (f", full vs distilled decoder: `{out / 'bench_decoder.md'}`" if tiny else "")
+        + f"; doctor: `{out / 'doctor.json'}`",
         "",
         "Commands run:",
         "",

@@ -43,3 +43,19 @@ def test_demo_end_to_end_on_the_tiny_model(tiny_checkpoint, tmp_path):
     for name in ("SUMMARY.md", "accuracy.md", "bench.md", "doctor.json", "montage_procedural.mp4", "montage_photos.mp4"):
         assert (out / name).is_file(), name
     assert json.loads((out / "artifacts" / "manifest.json").read_text())["mode"] == "multi"
+
+
+def test_decoder_gate_passes_a_task_within_two_percent_and_names_one_beyond():
+    import copy
+
+    from stablemtl_edge.demo import decoder_gate
+
+    full = trivial_baseline("indoor", "64x128", 2)
+    tiny = copy.deepcopy(full)
+    tiny["tasks"]["depth"]["metrics"]["abs_rel"] *= 1.05  # 5% worse: beyond the gate
+    tiny["tasks"]["normal"]["metrics"]["mean"] *= 1.01  # 1% worse: within it
+    text = decoder_gate({"indoor": full}, {"indoor": tiny})
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "indoor" in line}
+    assert "-5.0%" in rows["depth"] and rows["depth"].rstrip(" |").endswith("MISS")
+    assert "-1.0%" in rows["normal"] and rows["normal"].rstrip(" |").endswith("pass")
+    assert "misses the gate on depth (indoor)" in text

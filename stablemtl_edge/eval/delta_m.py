@@ -14,7 +14,7 @@ from ..errors import StableMTLError
 from ..tasks import get_task
 from .results import MAIN_METRIC, EvalResult, higher_is_better
 
-__all__ = ["delta_m"]
+__all__ = ["delta_m", "relative_changes"]
 
 
 def delta_m(
@@ -33,6 +33,20 @@ def delta_m(
     Raises:
         StableMTLError: a requested task or metric is missing, or a baseline value is zero or NaN.
     """
+    terms = relative_changes(result, baseline, metrics)
+    return 100.0 * sum(terms.values()) / len(terms)
+
+
+def relative_changes(
+    result: EvalResult,
+    baseline: EvalResult | str | os.PathLike,
+    metrics: Mapping[str, Sequence[str]] | None = None,
+) -> dict[tuple[str, str], float]:
+    """``s_t * (M_t - B_t) / B_t`` per (task, metric), as fractions: positive = better than the baseline.
+
+    What an accuracy gate reads per task (e.g. the distilled decoder against the full one); arguments and
+    errors as :func:`delta_m`.
+    """
     base = baseline if isinstance(baseline, EvalResult) else EvalResult.load(baseline)
     if metrics is None:
         shared = [k for k in result.tasks if k in base.tasks]
@@ -42,7 +56,7 @@ def delta_m(
                 f"baseline `{base.benchmark}` ({', '.join(base.tasks) or 'none'}): evaluate the same tasks"
             )
         metrics = {k: (MAIN_METRIC[k],) for k in shared}
-    terms = []
+    terms: dict[tuple[str, str], float] = {}
     for task, names in metrics.items():
         key = get_task(task).key
         for name in names:
@@ -54,5 +68,5 @@ def delta_m(
                     f"cannot compute delta_m on {key}.{name}: model {m}, baseline {b} (the baseline must be a "
                     "finite non-zero number): drop this metric or re-run the evaluation"
                 )
-            terms.append(sign * (m - b) / b)
-    return 100.0 * sum(terms) / len(terms)
+            terms[(key, name)] = sign * (m - b) / b
+    return terms
