@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "stablemtl_edge"
 TORCH_FREE = ("stablemtl_edge.runtime", "stablemtl_edge.artifact", "stablemtl_edge.data", "stablemtl_edge.eval",
-              "stablemtl_edge.cli", "stablemtl_edge.tasks")
+              "stablemtl_edge.cli", "stablemtl_edge.tasks", "stablemtl_edge.records")
 TORCH_LIBS = ("torch", "diffusers", "transformers", "accelerate", "safetensors.torch")
 
 
