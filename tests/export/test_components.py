@@ -29,8 +29,8 @@ def test_specs_follow_the_manifest_contract(tiny_model):
     assert list(static) == [Component.ENCODER, Component.UNET, Component.UNET_MAIN, Component.DECODER]
     main = static[Component.UNET_MAIN]
     assert main.input_names[:3] == ["sample", "task_id", "aux_feat_00"] and len(main.inputs) == 18
-    assert main.inputs[2].shape == ("batch", 7, 8 * 16, 32)
-    assert main.dynamic_axes()["aux_feat_06"] == {0: "batch"}
+    assert main.inputs[2].shape == (1, 7, 8 * 16, 32)  # once per frame, broadcast to the batch in the graph
+    assert "aux_feat_06" not in main.dynamic_axes() and main.dynamic_axes()["sample"] == {0: "batch"}
     dyn = component_specs(tiny_model.preset, Mode.MULTI, ShapeProfile(128, 128, min_hw=(64, 64), max_hw=(256, 256)))
     assert dyn[Component.ENCODER].inputs[0].shape == ("batch", "height", "width", 3)
     assert dyn[Component.UNET].dynamic_axes()["feat_06"] == {0: "batch", 1: "tokens_06"}
