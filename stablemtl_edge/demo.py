@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .artifact.layout import CALIBRATION_REPORT_MD, MANIFEST_NAME, calibration_file
-from .artifact.manifest import Manifest
+from .artifact.layout import CALIBRATION_REPORT_MD, calibration_file
+from .artifact.manifest import Component, Manifest, Precision
 from .atomic import prepare_output_directory
 from .errors import StableMTLError
 from .cli.parsers import parse_hw, positive_int
@@ -208,10 +208,10 @@ def _run(args: argparse.Namespace) -> int:
     demo.run("stablemtl-doctor", "--artifacts", art, "--verify")
 
     demo.step("make the demo clips (procedural driving scene with ground truth; pan over real photographs)")
-    manifest = json.loads((art / MANIFEST_NAME).read_text())
-    sets = {p: Manifest.load(art).describe_precision(p) for p in ("fp32", "fp16", "int8")}
-    tiny = "tiny_decoder" in manifest["components"]["fp32"]  # the checkpoint ships a distilled decoder
-    size = (manifest["profile"]["height"], manifest["profile"]["width"])
+    manifest = Manifest.load(art)
+    sets = {p: manifest.describe_precision(p) for p in ("fp32", "fp16", "int8")}
+    tiny = Component.TINY_DECODER in manifest.components[Precision.FP32]  # the checkpoint ships a distilled decoder
+    size = (manifest.profile.height, manifest.profile.width)
     clip = write_procedural_clip(out / "clips" / "procedural", args.clip_frames, size)
     pan = write_photo_pan(out / "clips" / "photos.mp4", args.clip_frames)
     print(f"  wrote {clip} and {pan}")
@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
     configs = [("single", "fp32", "full"), ("multi", "fp32", "full"), ("multi", "fp16", "full"),
                ("multi", "int8", "full")] + ([("multi", "fp32", "tiny")] if tiny else [])
     results: dict[str, dict[str, dict]] = {}
-    size = f"{manifest['profile']['height']}x{manifest['profile']['width']}"
+    size = f"{manifest.profile.height}x{manifest.profile.width}"
     for domain in ("driving", "indoor"):
         for mode, precision, decoder in configs:
             path = out / "accuracy" / f"{mode}_{precision}_{decoder}_{domain}.json"

@@ -10,6 +10,7 @@ loads itself as strict JSON through the atomic writer, so a half-written record 
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 import json
 import math
 import os
@@ -78,18 +79,20 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
         raise StableMTLError(f"`{path}` is not a readable {what} ({e})") from None
 
 
-class JsonRecord:
+class JsonRecord(ABC):
     """Save/load symmetry for records with ``to_dict`` and ``from_dict`` (diffusers' config convention)."""
 
     #: what the record is, in error messages ("engine record", "evaluation result")
     record_name = "record"
 
+    @abstractmethod
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The record as plain JSON types."""
 
     @classmethod
+    @abstractmethod
     def from_dict(cls: type[R], d: Any) -> R:
-        raise NotImplementedError
+        """The mirror of :meth:`to_dict`; a wrong field raises (``load`` names the file)."""
 
     def save(self, path: str | os.PathLike) -> Path:
         return dump_json(path, self.to_dict())

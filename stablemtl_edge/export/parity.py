@@ -192,7 +192,7 @@ def build_references(
 def tiny_decoder_agreement(refs: ReferenceSet) -> dict[str, float]:
     """Per task, the mean absolute difference of the distilled decoder's image from the full decoder's
     (on the stored end-to-end latents, in [-1, 1] image units): what the manifest records beside it."""
-    latents, images = next(iter(refs.end_to_end.values()))
+    _, images = next(iter(refs.end_to_end.values()))
     tiny = refs.components[Component.TINY_DECODER][1]["image"]
     return {t.key: float(np.abs(tiny[t.index] - images[t.index]).mean()) for t in TASKS}
 
