@@ -75,7 +75,7 @@ def gate_samples_from_benchmark(artifacts: Path, benchmark: str, data: Path | No
     from ..eval.cli import build_parser as eval_parser
     from ..eval.cli import open_samples
 
-    argv = [str(artifacts), "--benchmark", benchmark, "--frames", str(frames)]
+    argv = ["--artifacts", str(artifacts), "--benchmark", benchmark, "--frames", str(frames)]
     if data is not None:
         argv += ["--data", str(data)]
     try:
