@@ -8,6 +8,7 @@ only ever read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tarfile
 import tempfile
@@ -22,6 +23,7 @@ from ..errors import MissingDependencyError, StableMTLError
 from ..tasks import TASK_NAMES
 from .embeddings import clip_task_embeddings, load_task_embeddings
 from .stablemtl import StableMTL
+from .multistream import MainStreamUNet
 from .unet import ATTENTION_LAYERS, TaskUNet, build_unet, self_attention_path
 from .vae import LatentVAE
 from .weight_files import load_state_dict_checked, read_folder_weights
@@ -41,13 +43,17 @@ def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise StableMTLError(f"`{path}` does not hold a state dict of tensors (top level: {type(obj).__name__})")
     state = dict(obj)
+    del obj
     for prefix in ("module.", "unet."):
         if state and all(k.startswith(prefix) for k in state):
             log.info("stripping prefix `%s` from %s", prefix, path)
             state = {k[len(prefix) :]: v for k, v in state.items()}
     dtypes = sorted({str(v.dtype) for v in state.values()})
     log.info("%s: %d tensors, dtypes %s", path, len(state), ", ".join(dtypes))
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    for key, value in state.items():  # in place: a half-precision file never sits in memory twice
+        if value.is_floating_point():
+            state[key] = value.float()
+    return state
 
 
 def split_task_attention(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -123,6 +129,49 @@ def _check_training_config(path: Path, trainer: Mapping[str, Any], heads: int) -
     log.info("%s: trainer.output_types %s, trainer.n_attns %d", path, keys, n_attns)
 
 
+def _read_unet(
+    path: Path, preset: ModelPreset, progress: Callable[[str], None], main_stream: bool
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """One UNet file as a UNet whose parameters are the file's tensors (no second copy), and its task-attention keys.
+
+    The UNet is laid out on the ``meta`` device (shapes only) and filled by assignment, and the state dict
+    goes out of scope on return: importing holds each file once, never the file plus a random-initialised twin.
+    """
+    progress(f"reading {path}")
+    state = read_torch_file(path)
+    _check_conv_in(state, path)
+    base, task = split_task_attention(state)
+    del state
+    if task and not main_stream:
+        raise StableMTLError(f"`{path}` holds task-attention keys: it is not the single-stream UNet")
+    with torch.device("meta"):
+        unet = build_unet(preset)
+    expected = len(unet.state_dict())
+    what = f"{len(base)} base + {len(task)} task-attention tensors" if main_stream else f"{len(base)} tensors"
+    progress(f"{path}: {what} (the {preset.name} UNet has {expected})")
+    load_state_dict_checked(unet, base, str(path), assign=True)
+    return unet, task
+
+
+def _read_vae(sd2_dir: Path, preset: ModelPreset):  # noqa: ANN202 (diffusers is imported lazily)
+    """The SD2 VAE from a diffusers folder, its architecture checked against the preset."""
+    from diffusers import AutoencoderKL
+
+    try:
+        vae_config = AutoencoderKL.load_config(sd2_dir / "vae", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise StableMTLError(f"`{sd2_dir / 'vae' / 'config.json'}` could not be read ({e})") from None
+    for key in ("block_out_channels", "latent_channels", "layers_per_block"):
+        have, want = vae_config.get(key), preset.vae[key]
+        norm = (lambda v: tuple(v) if isinstance(v, (list, tuple)) else v)
+        if norm(have) != norm(want):
+            raise StableMTLError(f"`{sd2_dir / 'vae'}`: {key} = {have}, preset `{preset.name}` expects {want}")
+    vae = AutoencoderKL.from_config(vae_config).float()
+    vae_file, vae_state = read_folder_weights(sd2_dir / "vae", "diffusion_pytorch_model")
+    load_state_dict_checked(vae, vae_state, str(vae_file), assign=True)
+    return vae
+
+
 def import_official(
     single_stream: str | Path,
     sd2_dir: str | Path,
@@ -143,24 +192,14 @@ def import_official(
         embeddings: precomputed task embeddings (safetensors keyed by task name, see
             :func:`.embeddings.save_task_embeddings`) used instead of the SD2 text encoder.
     """
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError:
-        raise MissingDependencyError("diffusers", "export", "importing the official checkpoint") from None
+    if importlib.util.find_spec("diffusers") is None:  # the VAE and the UNets are diffusers modules
+        raise MissingDependencyError("diffusers", "export", "importing the official checkpoint")
     preset = get_preset(preset)
     single_stream, sd2_dir = Path(single_stream), Path(sd2_dir)
     if not (sd2_dir / "vae").is_dir():
         raise StableMTLError(f"`{sd2_dir / 'vae'}` is missing: pass a diffusers-format stable-diffusion-2 directory")
 
-    progress(f"reading {single_stream}")
-    state = read_torch_file(single_stream)
-    _check_conv_in(state, single_stream)
-    base, extra = split_task_attention(state)
-    if extra:
-        raise StableMTLError(f"`{single_stream}` holds task-attention keys: it is not the single-stream UNet")
-    expected_unet = build_unet(preset)
-    progress(f"{single_stream}: {len(state)} tensors (the {preset.name} UNet has {len(expected_unet.state_dict())})")
-
+    # The text encoder (the largest transient) comes and goes before any UNet weights are read.
     if embeddings is not None:
         progress(f"reading the task embeddings from {embeddings}")
         table, lengths = load_task_embeddings(embeddings, preset.text_embed_dim)
@@ -169,40 +208,23 @@ def import_official(
         table, lengths = clip_task_embeddings(sd2_dir)
     progress(f"task embedding lengths {lengths.tolist()} (official: 3, 3, 4, 4, 4, 5, 3)")
 
-    try:
-        vae_config = AutoencoderKL.load_config(sd2_dir / "vae", local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise StableMTLError(f"`{sd2_dir / 'vae' / 'config.json'}` could not be read ({e})") from None
-    for key in ("block_out_channels", "latent_channels", "layers_per_block"):
-        have, want = vae_config.get(key), preset.vae[key]
-        norm = (lambda v: tuple(v) if isinstance(v, (list, tuple)) else v)
-        if norm(have) != norm(want):
-            raise StableMTLError(f"`{sd2_dir / 'vae'}`: {key} = {have}, preset `{preset.name}` expects {want}")
-    vae = AutoencoderKL.from_config(vae_config).float()
-    vae_file, vae_state = read_folder_weights(sd2_dir / "vae", "diffusion_pytorch_model")
-    load_state_dict_checked(vae, vae_state, str(vae_file))
-    del vae_state
-
-    unet = TaskUNet(expected_unet, table, lengths)
-    load_state_dict_checked(unet.unet, base, str(single_stream))
+    vae = _read_vae(sd2_dir, preset)
+    unet = TaskUNet(_read_unet(single_stream, preset, progress, main_stream=False)[0], table, lengths)
     model = StableMTL(preset, LatentVAE(vae), unet)
 
     if multi_stream is not None:
         with tempfile.TemporaryDirectory() as scratch:
             weights, yaml_path = _multi_stream_files(Path(multi_stream), Path(scratch))
             trainer = _training_config(yaml_path) if yaml_path is not None else None
-            progress(f"reading {weights}")
-            main_state = read_torch_file(weights)
-        _check_conv_in(main_state, weights)
-        main_base, task = split_task_attention(main_state)
-        progress(f"{weights}: {len(main_base)} base + {len(task)} task-attention tensors")
-        main = model.add_main_stream()
+            main_unet, task = _read_unet(weights, preset, progress, main_stream=True)
+        main = MainStreamUNet(TaskUNet(main_unet, table, lengths), preset)
         if trainer is not None:
             _check_training_config(Path(multi_stream) / yaml_path.name, trainer, main.task_attention[0].heads)
         else:
             progress(f"warning: `{multi_stream}` has no config.yaml: task order and head count are unchecked")
-        load_state_dict_checked(main.unet.unet, main_base, str(weights))
         load_state_dict_checked(main.task_attention, {k.split(".", 1)[1]: v for k, v in task.items()}, str(weights))
+        del task
+        model.main = main
         if all(float(m.to_out_task.weight.detach().abs().max()) == 0 for m in main.task_attention):
             log.warning("%s: every to_out_task is zero: this multi-stream model equals single-stream", weights)
             progress("warning: to_out_task is all zero (the multi-stream file behaves as single-stream)")

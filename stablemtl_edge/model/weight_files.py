@@ -7,6 +7,7 @@ goes through the same safe path as a safetensors one.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,8 +64,14 @@ def read_folder_weights(folder: Path, *stems: str) -> tuple[Path, dict[str, torc
     raise StableMTLError(f"`{folder}` has none of {', '.join(names)}")
 
 
-def load_state_dict_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
-    """Strict load whose errors name the first offending key, its shapes and the file."""
+def load_state_dict_checked(
+    module: torch.nn.Module, state: Mapping[str, torch.Tensor], origin: str, assign: bool = False
+) -> None:
+    """Strict load whose errors name the first offending key, its shapes and the file.
+
+    ``assign`` makes the file's tensors the module's parameters instead of copying them in, so a module
+    built on the ``meta`` device (shapes, no storage) is filled without a second copy of its weights.
+    """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -77,5 +84,9 @@ def load_state_dict_checked(module: torch.nn.Module, state: Mapping[str, torch.T
             raise StableMTLError(
                 f"`{origin}`: key `{k}` has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
             )
-    module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)
+    module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True, assign=assign)
+    if assign:
+        unfilled = [n for n, t in itertools.chain(module.named_parameters(), module.named_buffers()) if t.is_meta]
+        if unfilled:  # a tensor outside the state dict (non-persistent) was left without storage
+            raise StableMTLError(f"`{origin}` leaves `{unfilled[0]}` of {type(module).__name__} without values")
 

@@ -331,3 +331,25 @@ def test_precomputed_embeddings_replace_the_text_encoder(official, tmp_path):
     save_file(stored, str(tmp_path / "six.safetensors"))
     with pytest.raises(StableMTLError, match=r"six\.safetensors.*keyed"):
         load_task_embeddings(tmp_path / "six.safetensors", PRESET.text_embed_dim)
+
+
+def test_assigned_load_makes_the_files_tensors_the_parameters():
+    """Streaming import: a UNet laid out on `meta` is filled by the file's own tensors, with no second copy."""
+    from stablemtl_edge.model.weight_files import load_state_dict_checked
+
+    with torch.device("meta"):
+        module = torch.nn.Sequential(torch.nn.Conv2d(12, 8, 3), torch.nn.GroupNorm(2, 8))
+    state = {k: torch.randn(v.shape) for k, v in module.state_dict().items()}
+    load_state_dict_checked(module, state, "file.pth", assign=True)
+    assert all(module.state_dict()[k].data_ptr() == v.data_ptr() for k, v in state.items())
+    x = torch.randn(1, 12, 5, 5)
+    expected = torch.nn.functional.group_norm(
+        torch.nn.functional.conv2d(x, state["0.weight"], state["0.bias"]), 2, state["1.weight"], state["1.bias"])
+    torch.testing.assert_close(module(x), expected)
+
+    with torch.device("meta"):
+        holey = torch.nn.Linear(2, 2)
+        holey.register_buffer("scratch", torch.zeros(2), persistent=False)  # not in any state dict
+    with pytest.raises(StableMTLError, match=r"^`file.pth` leaves `scratch` of Linear without values$"):
+        load_state_dict_checked(holey, {k: torch.ones(v.shape) for k, v in holey.state_dict().items()}, "file.pth",
+                                assign=True)
