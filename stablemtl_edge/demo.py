@@ -234,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
         for mode, precision, decoder in configs:
             path = out / "accuracy" / f"{mode}_{precision}_{decoder}_{domain}.json"
             demo.run(
-                "stablemtl-eval", art, "--benchmark", "procedural", "--domain", domain, "--split", "test",
+                "stablemtl-eval", "--artifacts", art, "--benchmark", "procedural", "--domain", domain, "--split", "test",
                 "--size", size, "--frames", str(args.eval_frames), "--precision", precision, "--mode", mode,
                 "--decoder", decoder, "--json", path, "--no-progress",
             )

@@ -7,15 +7,16 @@ against a previous result. Runs on any backend of :class:`stablemtl_edge.runtime
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StableMTLError
 from ..cli.parsers import parse_hw, positive_int
-from ..cli.shell import HelpFormatter, run_cli, summary
+from ..cli.shell import HelpFormatter, add_artifact_args, run_cli, summary
 from ..data.sample import Sample
-from ..tasks import TASK_NAMES, parse_tasks
+from ..runtime.cli_args import add_runtime_args, runtime_options
 from ..data.benchmarks import (
     CityscapesReader,
     DiodeReader,
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=summary(__doc__),
         formatter_class=HelpFormatter,
     )
-    p.add_argument("artifacts", type=Path, help="exported artifact directory (manifest.json)")
+    add_artifact_args(p)
     g = p.add_argument_group("sample set")
     g.add_argument("--benchmark", required=True, choices=[b.value for b in BenchmarkName], help="what to evaluate on")
     g.add_argument("--data", type=Path, help="benchmark root (KITTI Eigen: raw recordings; KITTI 2015: `training`)")
@@ -129,12 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--domain", default="driving", help="procedural domain: indoor, driving or flying")
     g.add_argument("--split", default="val", help="procedural split: val or test (never train)")
     g.add_argument("--frames", type=positive_int, help="evaluate the first N frames only (procedural: N frames, default 64)")
-    g = p.add_argument_group("model")
-    g.add_argument("--tasks", help=f"comma-separated subset of the benchmark's tasks ({', '.join(TASK_NAMES)})")
-    g.add_argument("--mode", default=None, help="single or multi (multi-stream artifact); default: the artifact's mode")
-    g.add_argument("--backend", default="auto", help="auto, onnxruntime or tensorrt")
-    g.add_argument("--precision", default="fp32", help="fp32, fp16 or int8")
-    g.add_argument("--decoder", default="full", help="full (the VAE decoder) or tiny (the distilled decoder, if exported)")
+    add_runtime_args(p, stream=False)
+    g = p.add_argument_group("evaluation")
     g.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     g = p.add_argument_group("output")
     g.add_argument("--json", type=Path, help="write the result here (JSON)")
@@ -145,34 +142,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def labelled_tasks(spec: str, requested: Sequence[str], available: Sequence[str], benchmark: str) -> tuple[str, ...]:
+    """The tasks to score: every labelled one for ``all``, else the requested ones, each of which must be labelled."""
+    if str(spec).strip().lower() == "all":
+        tasks = tuple(t for t in requested if t in available)
+        if not tasks:
+            raise StableMTLError(f"`{benchmark}` labels {', '.join(available)}, which the artifact does not serve")
+        return tasks
+    unlabelled = [t for t in requested if t not in available]
+    if unlabelled:
+        raise StableMTLError(
+            f"`{benchmark}` labels {', '.join(available)}, not {', '.join(unlabelled)}: ask for labelled tasks "
+            "or leave --tasks out to score all of them"
+        )
+    return tuple(requested)
+
+
 def run(args: argparse.Namespace) -> str:
     """Evaluate and return the report text (Markdown)."""
     from ..runtime import Runtime  # the runtime is torch-free; imported here so `--help` stays instant
 
     if args.split == "train":
         raise StableMTLError("the procedural `train` split is what the model learnt from: evaluate on `val` or `test`")
+    options = runtime_options(args)  # validated against the artifact before any frame is read
     samples, available = open_samples(args)
-    wanted = tuple(t.key for t in parse_tasks(args.tasks)) if args.tasks else available
-    tasks = tuple(t for t in wanted if t in available)
-    if not tasks:
-        raise StableMTLError(
-            f"`{args.benchmark}` labels {', '.join(available)}; none of the requested tasks ({', '.join(wanted)})"
-        )
+    tasks = labelled_tasks(args.tasks, options.tasks, available, args.benchmark)
+    options = dataclasses.replace(options, tasks=tasks)
     name = args.benchmark
     if name == BenchmarkName.PROCEDURAL.value:
         name = f"{name}:{args.domain}:{args.split}"
-    with Runtime.from_artifacts(
-        args.artifacts,
-        tasks=tasks,
-        mode=args.mode,
-        backend=args.backend,
-        precision=args.precision,
-        decoder=args.decoder,
-        threads=args.threads,
-    ) as rt:
+    with Runtime.from_options(options, threads=args.threads) as rt:
         result = evaluate(rt, samples, tasks, benchmark=name, progress=not args.no_progress)
         info = {"artifacts": str(args.artifacts), "precision": rt.describe_precision(), "mode": rt.mode.value,
-                "decoder": str(args.decoder)}
+                "decoder": str(options.decoder)}
         info.update({f"runner.{k}": v for k, v in rt.describe().items()})
     report = []
     if args.baseline is not None:

@@ -30,13 +30,15 @@ def options_label(options: RuntimeOptions) -> str:
     return f"{mode}/{options.backend.value}/{options.precision.value}{tiny}"
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
-    """The runtime flags: tasks, mode, backend, precision, providers, rates, aux reuse.
+def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False, stream: bool = True) -> None:
+    """The runtime flags: tasks, mode, backend, precision, providers, decoder, and for streams rates and aux reuse.
 
     Args:
         parser: the tool's parser (a titled group is added to it).
         multiple: ``--mode``, ``--backend`` and ``--precision`` take comma-separated lists (benchmarks
             sweep their product); otherwise each takes one value.
+        stream: offer ``--rates`` and ``--aux-reuse``; a tool that scores frames one by one (evaluation)
+            leaves them out, since skipping a task or reusing features across frames has no meaning there.
     """
     g = parser.add_argument_group("runtime")
     some = "comma-separated list of " if multiple else ""
@@ -61,6 +63,13 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False) ->
         "CPUExecutionProvider); default: CUDA when usable, else CPU",
     )  # fmt: skip
     g.add_argument(
+        "--decoder", default="full", **({} if multiple else {"choices": DecoderChoice.choices()}),
+        help=f"{some}`full`: the model's VAE decoder; `tiny`: the distilled decoder (a tenth of its FLOPs or "
+        "less), when the artifact was exported with one",
+    )  # fmt: skip
+    if not stream:
+        return
+    g.add_argument(
         "--rates", action="append", default=[], metavar="TASK:N",
         help="run TASK every N-th frame (comma-separated or repeated, e.g. --rates semantic:3,albedo:5); "
         "other tasks run every frame",
@@ -68,11 +77,6 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False) ->
     g.add_argument(
         "--aux-reuse", type=positive_int, default=1, metavar="N",
         help="multi-stream: recompute the auxiliary features every N-th frame (1 = exact)",
-    )  # fmt: skip
-    g.add_argument(
-        "--decoder", default="full", **({} if multiple else {"choices": DecoderChoice.choices()}),
-        help=f"{some}`full`: the model's VAE decoder; `tiny`: the distilled decoder (a tenth of its FLOPs or "
-        "less), when the artifact was exported with one",
     )  # fmt: skip
 
 
@@ -88,8 +92,8 @@ def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any, 
         backend=backend,
         precision=precision,
         providers=args.providers,
-        rates=",".join(parse_list(args.rates)),
-        aux_reuse=args.aux_reuse,
+        rates=",".join(parse_list(getattr(args, "rates", []))),
+        aux_reuse=getattr(args, "aux_reuse", 1),
         decoder=decoder if decoder is not None else getattr(args, "decoder", DecoderChoice.FULL),
     )
 

@@ -28,7 +28,7 @@ def _cityscapes(root, n=2):
 def test_cityscapes_end_to_end_with_json_trivial_floor_and_delta_m(tmp_path, artifact, capsys):
     _cityscapes(tmp_path / "cs")
     out = tmp_path / "r.json"
-    argv = [str(artifact), "--benchmark", "cityscapes", "--data", str(tmp_path / "cs"), "--json", str(out),
+    argv = ["--artifacts", str(artifact), "--benchmark", "cityscapes", "--data", str(tmp_path / "cs"), "--json", str(out),
             "--trivial", "--no-progress", "--backend", "onnxruntime", "--threads", "1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -41,18 +41,23 @@ def test_cityscapes_end_to_end_with_json_trivial_floor_and_delta_m(tmp_path, art
 
 
 def test_user_errors_are_one_line(tmp_path, artifact, capsys):
-    assert main([str(artifact), "--benchmark", "diode", "--no-progress"]) == 1
+    assert main(["--artifacts", str(artifact), "--benchmark", "diode", "--no-progress"]) == 1
     assert capsys.readouterr().err.strip() == "error: benchmark `diode` needs --data: see `stablemtl-eval --help`"
     _cityscapes(tmp_path / "cs", 1)
-    assert main([str(artifact), "--benchmark", "cityscapes", "--data", str(tmp_path / "cs"), "--tasks", "depth"]) == 1
+    assert main(["--artifacts", str(artifact), "--benchmark", "cityscapes", "--data", str(tmp_path / "cs"), "--tasks", "depth"]) == 1
     assert "labels semantic" in capsys.readouterr().err
+    # one unlabelled task among labelled ones is refused by name, never dropped in silence
+    assert main(["--artifacts", str(artifact), "--benchmark", "cityscapes", "--data", str(tmp_path / "cs"),
+                 "--tasks", "semantic,depth"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: `cityscapes` labels semantic, not depth: ask for labelled tasks or leave --tasks out to score all of them")
 
 
 def test_procedural_held_out_split(tmp_path, artifact, capsys):
     pytest.importorskip("stablemtl_edge.data.procedural", reason="procedural data generator not present")
-    argv = [str(artifact), "--benchmark", "procedural", "--domain", "indoor", "--split", "val", "--frames", "2",
+    argv = ["--artifacts", str(artifact), "--benchmark", "procedural", "--domain", "indoor", "--split", "val", "--frames", "2",
             "--size", "32x48", "--no-progress", "--json", str(tmp_path / "p.json"), "--threads", "1"]
     assert main(argv) == 0
     res = json.loads((tmp_path / "p.json").read_text())
     assert res["benchmark"] == "procedural:indoor:val" and res["tasks"]
-    assert main(argv[:3] + ["--split", "train"]) == 1
+    assert main(argv[:4] + ["--split", "train"]) == 1
