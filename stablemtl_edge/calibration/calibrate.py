@@ -42,7 +42,7 @@ from .data import CalibrationSet, load_calibration_set
 from .gate import GateThresholds, OnGateFail, PipelineRun, TaskVerdict, heldout_samples, judge, run_pipeline
 from .quantize import QuantizedGraph, QuantizeOptions, quantize_component, remove_graph
 from .record import RecordedFeeds, record_feeds
-from .report import cpu_int8_support, write_report
+from .report import CalibrationReport, ComponentReport, GateReport, cpu_int8_support, write_report
 
 __all__ = ["CalibrationResult", "calibrate_artifact", "default_components"]
 
@@ -68,7 +68,7 @@ class CalibrationResult:
     passed: bool
     report_json: Path
     report_md: Path
-    report: dict[str, Any] = field(repr=False)
+    report: CalibrationReport = field(repr=False)
 
     @property
     def quantized(self) -> tuple[str, ...]:
@@ -255,7 +255,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         **({"percentile": options.percentile} if options.method.value == "percentile" else {}),
         "activations": "int8, symmetric, per-tensor", "weights": "int8, symmetric, per-channel",
         "format": "QDQ", "calibration_set": {"file": calibration_file(CALIBRATION_SET), "digest": calibration.digest,
-                                             "size": len(calibration), "source": calibration.record["source"]},
+                                             "size": len(calibration), "source": calibration.record.source},
     }
     staged = f"{stage.relative_to(directory).as_posix()}"
     entries = {c: _int8_entry(directory, f"{staged}/{c.value}.onnx", fp32[c], graphs[c],
@@ -286,7 +286,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     kept = list(chosen)
     fallbacks: dict[str, str] = {}
     messages: list[str] = []
-    ablations: dict[str, list[dict[str, Any]]] = {}
+    ablations: dict[str, list[TaskVerdict]] = {}
     final_run, final_verdicts = int8_all, all_verdicts
     if not all(v.passed for v in all_verdicts):
         failures = _describe_failures(all_verdicts)
@@ -309,7 +309,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                 alone = run(f"int8[{c.value}]", _candidate(manifest, entries, [c]), Precision.INT8)
                 runs.append(alone)
                 verdicts = judge(reference, alone, thresholds)
-                ablations[c.value] = [v.to_dict() for v in verdicts]
+                ablations[c.value] = verdicts
                 if not all(v.passed for v in verdicts):
                     kept.remove(c)
                     fallbacks[c.value] = _describe_failures(verdicts)
@@ -381,26 +381,26 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
 
 def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptions, thresholds: GateThresholds,
             heldout: str, modes: Sequence[Mode], runs: Sequence[PipelineRun], int8_verdicts: Sequence[TaskVerdict],
-            final_verdicts: Sequence[TaskVerdict], ablations: dict[str, list[dict[str, Any]]],
+            final_verdicts: Sequence[TaskVerdict], ablations: dict[str, list[TaskVerdict]],
             entries: dict[Component, ComponentEntry], fallbacks: dict[str, str], final: Manifest,
-            chosen: Sequence[Component], messages: list[str], verdict: str) -> dict[str, Any]:
-    components: dict[str, Any] = {}
+            chosen: Sequence[Component], messages: list[str], verdict: str) -> CalibrationReport:
+    components: dict[str, ComponentReport] = {}
     registered = final.components.get(Precision.INT8, {})
     for c in final.mode.components:
-        q = entries[c].quantization if c in entries else None
+        q = (entries[c].quantization or {}) if c in chosen else {}
         reg = registered.get(c)
         note = ("int8" if reg is not None and reg.precision is Precision.INT8 else
                 f"failed gate, left at {reg.precision.value}" if c.value in fallbacks and reg is not None else
                 "not selected")
-        components[c.value] = {
-            "precision": reg.precision.value if reg is not None else "unchanged",
-            "file": reg.file if reg is not None else "",
-            "quantized_nodes": (q or {}).get("quantized_nodes", 0) if c in chosen else 0,
-            "excluded_layers": (q or {}).get("excluded_layers", 0) if c in chosen else 0,
-            "excluded_nodes": (q or {}).get("excluded_nodes", []) if c in chosen else [],
-            "excluded_by_rule": (q or {}).get("excluded_by_rule", {}) if c in chosen else {},
-            "note": note,
-        }
+        components[c.value] = ComponentReport(
+            precision=reg.precision.value if reg is not None else "unchanged",
+            file=reg.file if reg is not None else "",
+            quantized_nodes=int(q.get("quantized_nodes", 0)),
+            excluded_layers=int(q.get("excluded_layers", 0)),
+            excluded_nodes=tuple(q.get("excluded_nodes", ())),
+            excluded_by_rule=dict(q.get("excluded_by_rule", {})),
+            note=note,
+        )
     ratio = {}
     fp32 = runs[0]
     int8 = next((r for r in runs if r.label == "int8"), None)
@@ -410,24 +410,20 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
                 "unet": int8.unet_ms_per_frame[m] / fp32.unet_ms_per_frame[m]}
             for m in fp32.ms_per_frame if fp32.ms_per_frame[m] > 0 and fp32.unet_ms_per_frame[m] > 0
         }
-    return {
-        "artifact": str(directory),
-        "verdict": verdict,
-        "messages": messages,
-        "cpu": cpu_int8_support(),
-        "method": options.method.value
+    return CalibrationReport(
+        artifact=str(directory),
+        verdict=verdict,
+        messages=tuple(messages),
+        cpu=cpu_int8_support(),
+        method=options.method.value
         + (f" (percentile {options.percentile})" if options.method.value == "percentile" else ""),
-        "calibration": {**calibration.record, "digest": calibration.digest},
-        "gate": {
-            "heldout": heldout,
-            "thresholds": thresholds.to_dict(),
-            "modes": [m.value for m in modes],
-            "int8": [v.to_dict() for v in int8_verdicts],
-            "final": [v.to_dict() for v in final_verdicts],
-            "ablations": ablations,
-        },
-        "components": components,
-        "runs": [r.to_dict() for r in runs],
-        "int8_fp32_time_ratio": ratio,
-        "tasks": sorted({v.task for v in final_verdicts}, key=TASK_NAMES.index),
-    }
+        calibration=calibration.record,
+        gate=GateReport(
+            heldout=heldout, thresholds=thresholds, modes=tuple(m.value for m in modes), int8=tuple(int8_verdicts),
+            final=tuple(final_verdicts), ablations={c: tuple(vs) for c, vs in ablations.items()},
+        ),
+        components=components,
+        runs=tuple(runs),
+        int8_fp32_time_ratio=ratio,
+        tasks=tuple(sorted({v.task for v in final_verdicts}, key=TASK_NAMES.index)),
+    )

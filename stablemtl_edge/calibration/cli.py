@@ -105,13 +105,14 @@ def _calibrate(args: argparse.Namespace) -> int:
         gate_name=args.gate_benchmark or "", gate_frames=args.gate_frames, tasks=args.tasks, seed=args.seed,
         topic=args.topic, threads=args.threads, progress=not args.quiet,
     )
-    print(result.report["verdict"])
-    for message in result.report["messages"]:
+    report = result.report
+    print(report.verdict)
+    for message in report.messages:
         print(f"  {message}")
-    for name, comp in result.report["components"].items():
-        print(f"  {name}: {comp['precision']} ({comp['quantized_nodes']} layers in int8, "
-              f"{comp['excluded_layers']} layers kept in floating point)")
-    print(f"  {result.report['cpu']['note']}")
+    for name, comp in report.components.items():
+        print(f"  {name}: {comp.precision} ({comp.quantized_nodes} layers in int8, "
+              f"{comp.excluded_layers} layers kept in floating point)")
+    print(f"  {report.cpu.note}")
     print(f"report: {result.report_md}")
     return 0
 

@@ -21,22 +21,32 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..atomic import atomic_write_text
 from ..errors import StableMTLError
+from ..records import JsonRecord
 from ..runtime.preprocess import Letterbox
 from ..runtime.sources import ImageFolderSource, Source, open_source
 
-__all__ = ["PROCEDURAL", "CalibrationPair", "CalibrationSet", "load_calibration_set", "stratified_starts"]
+__all__ = [
+    "PROCEDURAL",
+    "CalibrationPair",
+    "CalibrationRecord",
+    "CalibrationSet",
+    "PairRecord",
+    "load_calibration_set",
+    "stratified_starts",
+]
 
 #: The ``--calib-data`` value that selects the procedural generator.
 PROCEDURAL = "procedural"
 _PROCEDURAL_DOMAINS = ("indoor", "driving", "flying")
 _PROCEDURAL_LENGTH = 10_000  # scenes per domain to draw from (the generator is endless-looking)
 RECORD_VERSION = 1
+_SAMPLING = "stratified: one start frame t drawn per equal stratum of the recording; pairs (t, t+1)"
+_PREPROCESS = "runtime letterbox (aspect kept, edge padding bottom/right)"
 
 
 @dataclass(frozen=True)
@@ -57,11 +67,96 @@ class CalibrationPair:
 
 
 @dataclass(frozen=True)
+class PairRecord:
+    """One pair as recorded: its start index, its name and the sha256 of both preprocessed frames."""
+
+    index: int
+    name: str
+    sha256: tuple[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "sha256": list(self.sha256)}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> PairRecord:
+        first, second = d["sha256"]
+        return cls(int(d["index"]), str(d["name"]), (str(first), str(second)))
+
+
+@dataclass(frozen=True)
+class CalibrationRecord(JsonRecord):
+    """Exactly which frames a calibration used, saved as ``int8/calibration_data.json``.
+
+    Attributes:
+        source: provenance of the frames (``kind``, ``spec``, ``description`` and what the kind adds:
+            frame count and topic of a recording, domains of the procedural generator).
+        seed: sampling seed.
+        resolution: processing size ``(H, W)`` the frames were letterboxed to.
+        pairs: the chosen pairs, in calibration order.
+    """
+
+    source: dict[str, Any]
+    seed: int
+    resolution: tuple[int, int]
+    pairs: tuple[PairRecord, ...]
+    sampling: str = _SAMPLING
+    preprocess: str = _PREPROCESS
+    version: int = RECORD_VERSION
+
+    record_name: ClassVar[str] = "calibration set record (written by stablemtl-calibrate)"
+
+    @property
+    def size(self) -> int:
+        return len(self.pairs)
+
+    def content(self) -> dict[str, Any]:
+        """The record without its digest: what the digest is computed over."""
+        return {
+            "version": self.version,
+            "source": dict(self.source),
+            "size": self.size,
+            "seed": self.seed,
+            "sampling": self.sampling,
+            "resolution": list(self.resolution),
+            "preprocess": self.preprocess,
+            "pairs": [p.to_dict() for p in self.pairs],
+        }
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the content (source, indices, frame hashes, resolution): equal digests, equal data."""
+        text = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.content(), "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CalibrationRecord:
+        if d.get("version") != RECORD_VERSION:
+            raise StableMTLError(f"calibration record version {d.get('version')!r} is not {RECORD_VERSION}: "
+                                 "calibrate again with this version")
+        height, width = d["resolution"]
+        record = cls(
+            source=dict(d["source"]), seed=int(d["seed"]), resolution=(int(height), int(width)),
+            pairs=tuple(PairRecord.from_dict(p) for p in d["pairs"]), sampling=str(d["sampling"]),
+            preprocess=str(d["preprocess"]), version=int(d["version"]),
+        )
+        if int(d["size"]) != record.size:
+            raise StableMTLError(f"calibration record says {d['size']} pairs but lists {record.size}: "
+                                 "the file was edited; calibrate again")
+        if "digest" in d and d["digest"] != record.digest:
+            raise StableMTLError("calibration record's digest does not match its content: the file was edited; "
+                                 "calibrate again")
+        return record
+
+
+@dataclass(frozen=True)
 class CalibrationSet:
     """The frame pairs used for calibration and the record that describes them."""
 
     pairs: tuple[CalibrationPair, ...]
-    record: dict[str, Any]
+    record: CalibrationRecord
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -71,15 +166,11 @@ class CalibrationSet:
 
     @property
     def digest(self) -> str:
-        """sha256 of the record (source, indices, frame hashes, resolution): equal digests, equal data."""
-        text = json.dumps(self.record, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self.record.digest
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the record (plus its digest) as JSON, atomically."""
-        path = Path(path)
-        atomic_write_text(path, json.dumps({**self.record, "digest": self.digest}, indent=2) + "\n")
-        return path
+        """Write the record (plus its digest) as JSON, atomically; read it back with ``CalibrationRecord.load``."""
+        return self.record.save(path)
 
 
 def _sha(frame: np.ndarray) -> str:
@@ -197,19 +288,11 @@ def _procedural(size: int, resolution: tuple[int, int], seed: int) -> Calibratio
 
 
 def _record(source: dict[str, Any], pairs: list[CalibrationPair] | tuple[CalibrationPair, ...],
-            resolution: tuple[int, int], seed: int) -> dict[str, Any]:
-    return {
-        "version": RECORD_VERSION,
-        "source": source,
-        "size": len(pairs),
-        "seed": seed,
-        "sampling": "stratified: one start frame t drawn per equal stratum of the recording; pairs (t, t+1)",
-        "resolution": list(resolution),
-        "preprocess": "runtime letterbox (aspect kept, edge padding bottom/right)",
-        "pairs": [
-            {"index": p.index, "name": p.name, "sha256": [_sha(p.frame1), _sha(p.frame2)]} for p in pairs
-        ],
-    }
+            resolution: tuple[int, int], seed: int) -> CalibrationRecord:
+    return CalibrationRecord(
+        source=source, seed=seed, resolution=(int(resolution[0]), int(resolution[1])),
+        pairs=tuple(PairRecord(p.index, p.name, (_sha(p.frame1), _sha(p.frame2))) for p in pairs),
+    )
 
 
 def load_calibration_set(

@@ -106,6 +106,10 @@ class GateThresholds:
     def to_dict(self) -> dict[str, Any]:
         return {"default": self.default, "per_task": dict(self.per_task)}
 
+    @classmethod
+    def from_dict(cls, d: Any) -> GateThresholds:
+        return cls(float(d["default"]), {get_task(k).key: float(v) for k, v in d["per_task"].items()})
+
 
 @dataclass(frozen=True)
 class TaskVerdict:
@@ -144,6 +148,15 @@ class TaskVerdict:
             "passed": self.passed,
         }
 
+    @classmethod
+    def from_dict(cls, d: Any) -> TaskVerdict:
+        """The mirror of :meth:`to_dict` (the change and the verdict are derived again, not read)."""
+        def num(x: Any) -> float:
+            return float("nan") if x is None else float(x)
+
+        return cls(str(d["mode"]), get_task(d["task"]).key, str(d["metric"]), num(d["fp32"]), num(d["candidate"]),
+                   float(d["threshold"]))
+
 
 @dataclass(frozen=True)
 class PipelineRun:
@@ -171,6 +184,13 @@ class PipelineRun:
             "unet_ms_per_frame": dict(self.unet_ms_per_frame),
             "results": {m: r.to_dict() for m, r in self.results.items()},
         }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> PipelineRun:
+        return cls(str(d["label"]), {str(k): str(v) for k, v in d["precisions"].items()},
+                   {m: EvalResult.from_dict(r) for m, r in d["results"].items()},
+                   {str(k): float(v) for k, v in d["ms_per_frame"].items()},
+                   {str(k): float(v) for k, v in d["unet_ms_per_frame"].items()})
 
 
 def heldout_samples(resolution: tuple[int, int], frames: int = 6) -> list[Sample]:

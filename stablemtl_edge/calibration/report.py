@@ -8,42 +8,79 @@ slower than fp32, so CPU timings here say nothing about int8 on the target GPU.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..artifact.layout import CALIBRATION_REPORT_JSON, CALIBRATION_REPORT_MD
 from ..atomic import atomic_write_text
+from ..errors import StableMTLError
+from ..records import JsonRecord
+from .data import CalibrationRecord
+from .gate import GateThresholds, PipelineRun, TaskVerdict
 
-__all__ = ["INT8_CPU_FLAGS", "cpu_int8_support", "cpu_advice", "render_markdown", "write_report"]
+__all__ = [
+    "INT8_CPU_FLAGS",
+    "CalibrationReport",
+    "ComponentReport",
+    "CpuInt8Support",
+    "GateReport",
+    "cpu_int8_support",
+    "cpu_advice",
+    "render_markdown",
+    "write_report",
+]
 
 #: CPU flags that give fast int8 dot products (x86 VNNI, ARM dot product / int8 matrix multiply).
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
-def cpu_int8_support(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
-    """Which int8 dot-product extensions the host CPU has, from its feature flags.
+@dataclass(frozen=True)
+class CpuInt8Support:
+    """The host CPU's int8 dot-product extensions, read from its feature flags.
 
-    Returns:
-        ``{"machine", "flags_found", "vnni", "source", "note"}``; ``vnni`` is None when the flags cannot
-        be read (not Linux).
+    Attributes:
+        machine: ``platform.machine()``.
+        flags_found: the :data:`INT8_CPU_FLAGS` present.
+        vnni: whether any is present; None when the flags cannot be read (not Linux).
+        source: the file read.
+        note: one sentence for the report.
     """
+
+    machine: str
+    flags_found: tuple[str, ...]
+    vnni: bool | None
+    source: str
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "flags_found": list(self.flags_found), "vnni": self.vnni,
+                "source": self.source, "note": self.note}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CpuInt8Support:
+        vnni = d["vnni"]
+        return cls(str(d["machine"]), tuple(str(f) for f in d["flags_found"]),
+                   None if vnni is None else bool(vnni), str(d["source"]), str(d["note"]))
+
+
+def cpu_int8_support(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> CpuInt8Support:
+    """Which int8 dot-product extensions the host CPU has, from its feature flags."""
     path = Path(cpuinfo)
     machine = platform.machine()
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return {"machine": machine, "flags_found": [], "vnni": None, "source": str(path),
-                "note": f"cannot read {path}: int8 CPU support unknown"}
+        return CpuInt8Support(machine, (), None, str(path), f"cannot read {path}: int8 CPU support unknown")
     flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features"):
             flags.update(value.split())
-    found = [f for f in INT8_CPU_FLAGS if f in flags]
+    found = tuple(f for f in INT8_CPU_FLAGS if f in flags)
     if found:
         note = (f"this CPU has int8 dot-product instructions ({', '.join(found)}), so onnxruntime's int8 kernels "
                 "can beat fp32 here; whether these graphs do is measured below")
@@ -53,14 +90,14 @@ def cpu_int8_support(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, 
             "runs int8 slower than fp32 here; the int8 graphs are for TensorRT on the target GPU, and the CPU "
             "timings below measure this machine only"
         )
-    return {"machine": machine, "flags_found": found, "vnni": bool(found), "source": str(path), "note": note}
+    return CpuInt8Support(machine, found, bool(found), str(path), note)
 
 
-def cpu_advice(cpu: dict[str, Any], ratio: dict[str, dict[str, float]]) -> str:
+def cpu_advice(cpu: CpuInt8Support, ratio: dict[str, dict[str, float]]) -> str:
     """The CPU note with the verdict of this run's own timing, so the advice never contradicts the table."""
     measured = [(m, x["total"]) for m, x in ratio.items() if x.get("total")]
     if not measured:
-        return cpu["note"]
+        return cpu.note
     slower = [f"{m}-stream {t:.2f}x" for m, t in measured if t > 1.0]
     faster = [f"{m}-stream {t:.2f}x" for m, t in measured if t <= 1.0]
     verdict = []
@@ -68,7 +105,142 @@ def cpu_advice(cpu: dict[str, Any], ratio: dict[str, dict[str, float]]) -> str:
         verdict.append(f"measured here, the int8 set is slower than fp32 ({', '.join(slower)} the fp32 time per frame)")
     if faster:
         verdict.append(f"measured here, the int8 set is faster than fp32 ({', '.join(faster)} the fp32 time per frame)")
-    return f"{cpu['note']}; {'; '.join(verdict)}"
+    return f"{cpu.note}; {'; '.join(verdict)}"
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    """One component of the int8 set: what it runs in, and what quantization did to it.
+
+    Attributes:
+        precision: the precision registered in the int8 set (``unchanged`` when the set lacks it).
+        file: its graph, relative to the artifact.
+        quantized_nodes: Conv/MatMul/Gemm layers with int8 Q/DQ inputs.
+        excluded_layers: Conv/MatMul/Gemm layers a rule kept in floating point.
+        excluded_nodes: every node a rule names (normalisation and softmax included).
+        excluded_by_rule: rule key -> nodes it excluded.
+        note: ``int8``, ``failed gate, left at fp16`` or ``not selected``.
+    """
+
+    precision: str
+    file: str
+    quantized_nodes: int = 0
+    excluded_layers: int = 0
+    excluded_nodes: tuple[str, ...] = ()
+    excluded_by_rule: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "file": self.file, "quantized_nodes": self.quantized_nodes,
+                "excluded_layers": self.excluded_layers, "excluded_nodes": list(self.excluded_nodes),
+                "excluded_by_rule": dict(self.excluded_by_rule), "note": self.note}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ComponentReport:
+        return cls(str(d["precision"]), str(d["file"]), int(d["quantized_nodes"]), int(d["excluded_layers"]),
+                   tuple(str(n) for n in d["excluded_nodes"]),
+                   {str(k): int(v) for k, v in d["excluded_by_rule"].items()}, str(d["note"]))
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """What the gate judged and how.
+
+    Attributes:
+        heldout: the held-out set, in words.
+        thresholds: the allowed relative changes.
+        modes: the modes judged.
+        int8: every task of every mode with every selected component in int8.
+        final: the same for the set as registered.
+        ablations: component -> verdicts with only that component in int8 (run when ``int8`` fails).
+    """
+
+    heldout: str
+    thresholds: GateThresholds
+    modes: tuple[str, ...]
+    int8: tuple[TaskVerdict, ...]
+    final: tuple[TaskVerdict, ...]
+    ablations: dict[str, tuple[TaskVerdict, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"heldout": self.heldout, "thresholds": self.thresholds.to_dict(), "modes": list(self.modes),
+                "int8": [v.to_dict() for v in self.int8], "final": [v.to_dict() for v in self.final],
+                "ablations": {c: [v.to_dict() for v in vs] for c, vs in self.ablations.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> GateReport:
+        def verdicts(items: Any) -> tuple[TaskVerdict, ...]:
+            return tuple(TaskVerdict.from_dict(v) for v in items)
+
+        return cls(str(d["heldout"]), GateThresholds.from_dict(d["thresholds"]), tuple(str(m) for m in d["modes"]),
+                   verdicts(d["int8"]), verdicts(d["final"]),
+                   {str(c): verdicts(vs) for c, vs in d["ablations"].items()})
+
+
+@dataclass(frozen=True)
+class CalibrationReport(JsonRecord):
+    """Everything one calibration did and measured (``int8/calibration_report.json``).
+
+    Attributes:
+        artifact: the artifact directory.
+        verdict: one line (``PASS: ...``, ``FALLBACK: ...``, ``FAILED: ...``).
+        messages: what happened to each component that did not make it into int8.
+        cpu: the host CPU's int8 support.
+        method: activation range calibration (``percentile (99.999)``).
+        calibration: the calibration frames.
+        gate: the accuracy gate's verdicts.
+        components: component -> what it runs in and what quantization did.
+        runs: every pipeline evaluated, in order.
+        int8_fp32_time_ratio: mode -> ``{"total", "unet"}`` int8 / fp32 CPU time per frame.
+        tasks: the tasks judged, in canonical order.
+    """
+
+    artifact: str
+    verdict: str
+    messages: tuple[str, ...]
+    cpu: CpuInt8Support
+    method: str
+    calibration: CalibrationRecord
+    gate: GateReport
+    components: dict[str, ComponentReport]
+    runs: tuple[PipelineRun, ...]
+    int8_fp32_time_ratio: dict[str, dict[str, float]]
+    tasks: tuple[str, ...]
+
+    FORMAT_VERSION: ClassVar[int] = 1
+    record_name: ClassVar[str] = "calibration report (written by stablemtl-calibrate)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.FORMAT_VERSION,
+            "artifact": self.artifact,
+            "verdict": self.verdict,
+            "messages": list(self.messages),
+            "cpu": self.cpu.to_dict(),
+            "method": self.method,
+            "calibration": self.calibration.to_dict(),
+            "gate": self.gate.to_dict(),
+            "components": {c: v.to_dict() for c, v in self.components.items()},
+            "runs": [r.to_dict() for r in self.runs],
+            "int8_fp32_time_ratio": {m: dict(x) for m, x in self.int8_fp32_time_ratio.items()},
+            "tasks": list(self.tasks),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CalibrationReport:
+        if d.get("format_version") != cls.FORMAT_VERSION:
+            raise StableMTLError(f"calibration report format version {d.get('format_version')!r} is not "
+                                 f"{cls.FORMAT_VERSION}: calibrate again with this version")
+        return cls(
+            artifact=str(d["artifact"]), verdict=str(d["verdict"]), messages=tuple(str(m) for m in d["messages"]),
+            cpu=CpuInt8Support.from_dict(d["cpu"]), method=str(d["method"]),
+            calibration=CalibrationRecord.from_dict(d["calibration"]), gate=GateReport.from_dict(d["gate"]),
+            components={str(c): ComponentReport.from_dict(v) for c, v in d["components"].items()},
+            runs=tuple(PipelineRun.from_dict(r) for r in d["runs"]),
+            int8_fp32_time_ratio={str(m): {str(k): float(v) for k, v in x.items()}
+                                  for m, x in d["int8_fp32_time_ratio"].items()},
+            tasks=tuple(str(t) for t in d["tasks"]),
+        )
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -80,50 +252,49 @@ def _fmt(x: Any, digits: int = 4) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 100:+.2f}%"
+    return "n/a" if x is None or math.isnan(x) else f"{x * 100:+.2f}%"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: CalibrationReport) -> str:
     """The report as Markdown: verdict, CPU note, per-task metrics, per-component nodes, timings."""
-    lines = [f"# int8 calibration report: `{report['artifact']}`", ""]
-    lines += [f"**Verdict:** {report['verdict']}", ""]
-    for message in report.get("messages", []):
+    lines = [f"# int8 calibration report: `{report.artifact}`", ""]
+    lines += [f"**Verdict:** {report.verdict}", ""]
+    for message in report.messages:
         lines.append(f"- {message}")
-    lines += ["", f"**CPU:** {cpu_advice(report['cpu'], report.get('int8_fp32_time_ratio') or {})}", ""]
-    cal = report["calibration"]
-    per_task = report["gate"]["thresholds"]["per_task"]
+    lines += ["", f"**CPU:** {cpu_advice(report.cpu, report.int8_fp32_time_ratio)}", ""]
+    cal, gate = report.calibration, report.gate
+    per_task = dict(gate.thresholds.per_task)
     lines += [
         "## Calibration",
         "",
-        f"- data: {cal['source']['description']} ({cal['size']} frame pairs, seed {cal['seed']}, digest "
-        f"`{cal['digest'][:16]}`)",
-        f"- method: {report['method']}; activations int8 symmetric per-tensor, weights int8 symmetric "
+        f"- data: {cal.source['description']} ({cal.size} frame pairs, seed {cal.seed}, digest "
+        f"`{cal.digest[:16]}`)",
+        f"- method: {report.method}; activations int8 symmetric per-tensor, weights int8 symmetric "
         "per-channel, zero point 0 everywhere",
-        f"- held-out set: {report['gate']['heldout']}",
-        f"- threshold: {report['gate']['thresholds']['default'] * 100:.2f}% relative change of each task's main "
+        f"- held-out set: {gate.heldout}",
+        f"- threshold: {gate.thresholds.default * 100:.2f}% relative change of each task's main "
         "metric" + (f", per task {per_task}" if per_task else ""),
         "",
         "## Per-task main metric (fp32 / fp16 / int8)",
         "",
     ]
-    runs = report["runs"]
-    labels = [r["label"] for r in runs]
-    final = {(v["mode"], v["task"]): v for v in report["gate"]["final"]}
+    labels = [r.label for r in report.runs]
+    final = {(v.mode, v.task): v for v in gate.final}
     lines += ["`int8`: every selected component in int8; `int8[c]`: only `c` in int8 (run when the int8 pipeline "
               "fails, to find the culprit); *registered*: the int8 set as written to the manifest.", ""]
-    for mode in report["gate"]["modes"]:
+    for mode in gate.modes:
         lines += [f"### {mode}-stream", "",
                   "| task | metric | " + " | ".join(labels) + " | int8 change | int8 gate | registered change |",
                   "|---|---|" + "---:|" * len(labels) + "---:|---|---:|"]
-        for v in (v for v in report["gate"]["int8"] if v["mode"] == mode):
+        for v in (v for v in gate.int8 if v.mode == mode):
             values = []
-            for r in runs:
-                res = r["results"].get(mode, {}).get("tasks", {}).get(v["task"])
-                values.append(_fmt(res["metrics"][v["metric"]]) if res else "n/a")
-            verdict = "pass" if v["passed"] else "FAIL"
-            registered = final.get((mode, v["task"]), {}).get("relative_change")
-            lines.append(f"| {v['task']} | {v['metric']} | " + " | ".join(values)
-                         + f" | {_pct(v['relative_change'])} | {verdict} (<= {v['threshold'] * 100:.2f}%) | "
+            for r in report.runs:
+                res = r.results[mode].tasks.get(v.task) if mode in r.results else None
+                values.append(_fmt(getattr(res.metrics, v.metric)) if res else "n/a")
+            verdict = "pass" if v.passed else "FAIL"
+            registered = final[(mode, v.task)].change if (mode, v.task) in final else None
+            lines.append(f"| {v.task} | {v.metric} | " + " | ".join(values)
+                         + f" | {_pct(v.change)} | {verdict} (<= {v.threshold * 100:.2f}%) | "
                          + f"{_pct(registered)} |")
         lines.append("")
     lines += ["## Components", "",
@@ -132,38 +303,36 @@ def render_markdown(report: dict[str, Any]) -> str:
               "included).", "",
               "| component | precision | graph | quantized layers | excluded layers | excluded nodes | "
               "excluded nodes by rule | note |", "|---|---|---|---:|---:|---:|---|---|"]
-    for name, comp in report["components"].items():
-        rules = ", ".join(f"{k} {v}" for k, v in comp.get("excluded_by_rule", {}).items()) or "-"
+    for name, comp in report.components.items():
+        rules = ", ".join(f"{k} {v}" for k, v in comp.excluded_by_rule.items()) or "-"
         lines.append(
-            f"| {name} | {comp['precision']} | `{comp['file']}` | {comp.get('quantized_nodes', 0)} | "
-            f"{comp.get('excluded_layers', 0)} | {len(comp.get('excluded_nodes', []))} | {rules} | "
-            f"{comp.get('note', '')} |"
+            f"| {name} | {comp.precision} | `{comp.file}` | {comp.quantized_nodes} | "
+            f"{comp.excluded_layers} | {len(comp.excluded_nodes)} | {rules} | {comp.note} |"
         )
     lines += ["", "## CPU time on this machine (stateless prediction of every task, ms per frame)", "",
               "| pipeline | mode | total | UNet calls |", "|---|---|---:|---:|"]
-    for r in runs:
-        for mode, ms in r["ms_per_frame"].items():
-            lines.append(f"| {r['label']} | {mode} | {_fmt(ms, 1)} | {_fmt(r['unet_ms_per_frame'][mode], 1)} |")
-    ratio = report.get("int8_fp32_time_ratio") or {}
+    for r in report.runs:
+        for mode, ms in r.ms_per_frame.items():
+            lines.append(f"| {r.label} | {mode} | {_fmt(ms, 1)} | {_fmt(r.unet_ms_per_frame[mode], 1)} |")
+    ratio = report.int8_fp32_time_ratio
     if ratio:
         lines += ["", "int8 / fp32 CPU time on this machine: " + ", ".join(
             f"{m}-stream {_fmt(x['total'], 2)}x per frame, {_fmt(x['unet'], 2)}x in the UNet calls"
             for m, x in ratio.items()
-        ) + (" (no VNNI here: see the CPU note)" if report["cpu"]["vnni"] is False else "")]
+        ) + (" (no VNNI here: see the CPU note)" if report.cpu.vnni is False else "")]
     lines += ["", "## Excluded nodes", ""]
-    for name, comp in report["components"].items():
-        excluded = comp.get("excluded_nodes", [])
-        if excluded:
-            lines += [f"<details><summary>{name}: {len(excluded)} nodes</summary>", "", "```"]
-            lines += excluded
+    for name, comp in report.components.items():
+        if comp.excluded_nodes:
+            lines += [f"<details><summary>{name}: {len(comp.excluded_nodes)} nodes</summary>", "", "```"]
+            lines += comp.excluded_nodes
             lines += ["```", "", "</details>", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(directory: str | os.PathLike, report: dict[str, Any]) -> tuple[Path, Path]:
+def write_report(directory: str | os.PathLike, report: CalibrationReport) -> tuple[Path, Path]:
     """Write the JSON and Markdown reports into ``directory`` atomically; returns their paths."""
     directory = Path(directory)
     json_path, md_path = directory / CALIBRATION_REPORT_JSON, directory / CALIBRATION_REPORT_MD
-    atomic_write_text(json_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    report.save(json_path)
     atomic_write_text(md_path, render_markdown(report))
     return json_path, md_path

@@ -11,6 +11,7 @@ import pytest
 
 from stablemtl_edge.calibration import GateThresholds, calibrate_artifact, cpu_int8_support
 from stablemtl_edge.calibration.cli import main
+from stablemtl_edge.calibration.report import CalibrationReport, render_markdown
 from stablemtl_edge.errors import StableMTLError
 from stablemtl_edge.artifact.manifest import MANIFEST_NAME, Component, Manifest, Precision, file_sha256
 from stablemtl_edge.runtime import Runtime
@@ -53,7 +54,7 @@ def test_report_has_per_task_metrics_nodes_and_the_cpu_note(calibrated_unet):
     assert {v["task"] for v in report["gate"]["final"]} == set(TASK_NAMES)
     assert {v["mode"] for v in report["gate"]["final"]} == {"single", "multi"}
     assert report["components"]["unet"]["quantized_nodes"] > 50
-    assert report["cpu"] == cpu_int8_support()
+    assert report["cpu"] == cpu_int8_support().to_dict()
     assert set(report["int8_fp32_time_ratio"]) == {"single", "multi"}
     md = res.report_md.read_text()
     assert "| depth | abs_rel |" in md and "| unet | int8 |" in md and report["cpu"]["note"] in md
@@ -62,6 +63,9 @@ def test_report_has_per_task_metrics_nodes_and_the_cpu_note(calibrated_unet):
     # The CPU advice carries this run's own verdict, so it cannot contradict the timing table.
     ratio = report["int8_fp32_time_ratio"]["multi"]["total"]
     assert f"the int8 set is {'slower' if ratio > 1 else 'faster'} than fp32 (" in md
+    # The file is the typed record: it reads back as what calibration returned, and renders the same page.
+    loaded = CalibrationReport.load(res.report_json)
+    assert loaded.to_dict() == res.report.to_dict() and render_markdown(loaded) == md
 
 
 def test_int8_runtime_path_runs_end_to_end(calibrated_unet):

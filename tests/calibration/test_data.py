@@ -52,9 +52,9 @@ def test_image_folder_pairs_are_consecutive_letterboxed_and_recorded(tmp_path):
         np.testing.assert_array_equal(pair.frame2, box.apply(frames[pair.index + 1]))
         assert pair.name == f"frame_{pair.index}.png"
     rec = calib.record
-    assert rec["source"]["frames"] == 12 and rec["size"] == 4 and rec["seed"] == 1
-    assert [p["index"] for p in rec["pairs"]] == [p.index for p in calib]
-    assert all(len(p["sha256"]) == 2 for p in rec["pairs"])
+    assert rec.source["frames"] == 12 and rec.size == 4 and rec.seed == 1 and rec.resolution == RES
+    assert [p.index for p in rec.pairs] == [p.index for p in calib]
+    assert all(len(p.sha256) == 2 for p in rec.pairs)
     again = load_calibration_set(folder, 4, RES, seed=1)
     assert again.digest == calib.digest
     saved = json.loads(calib.save(tmp_path / "calib.json").read_text())
@@ -82,7 +82,7 @@ def test_video_file_pairs(tmp_path):
     for pair in calib:  # MJPG is lossy: each frame is closest to the frame it was written from
         errs = [np.abs(pair.frame2.astype(int) - box.apply(f).astype(int)).mean() for f in frames]
         assert int(np.argmin(errs)) == pair.index + 1
-    assert calib.record["source"]["kind"] == "videofile"
+    assert calib.record.source["kind"] == "videofile"
 
 
 def test_ros_bag_pairs(tmp_path):
@@ -105,7 +105,7 @@ def test_ros_bag_pairs(tmp_path):
     box = Letterbox.fit(frames[0].shape[:2], RES)
     for pair in calib:
         np.testing.assert_array_equal(pair.frame2, box.apply(frames[pair.index + 1]))
-    assert calib.record["source"]["topic"] is None and calib.record["source"]["frames"] == 7
+    assert calib.record.source["topic"] is None and calib.record.source["frames"] == 7
 
 
 def test_procedural_pairs_cover_the_domains():

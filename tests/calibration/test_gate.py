@@ -42,23 +42,23 @@ def test_cpu_int8_support_reads_the_flags(tmp_path):
     no = tmp_path / "cpuinfo_avx2"
     no.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
     info = cpu_int8_support(no)
-    assert info["vnni"] is False and "no VNNI" in info["note"] and "slower than fp32" in info["note"]
+    assert info.vnni is False and "no VNNI" in info.note and "slower than fp32" in info.note
     yes = tmp_path / "cpuinfo_vnni"
     yes.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
-    assert cpu_int8_support(yes)["flags_found"] == ["avx512_vnni"]
+    assert cpu_int8_support(yes).flags_found == ("avx512_vnni",)
     arm = tmp_path / "cpuinfo_arm"
     arm.write_text("Features\t: fp asimd asimddp\n")
-    assert cpu_int8_support(arm)["vnni"] is True
-    assert cpu_int8_support(tmp_path / "missing")["vnni"] is None
+    assert cpu_int8_support(arm).vnni is True
+    assert cpu_int8_support(tmp_path / "missing").vnni is None
 
 
 def test_this_machine_is_reported_truthfully():
     """The report states what /proc/cpuinfo says, whatever machine runs the tests."""
     info = cpu_int8_support()
-    if info["vnni"] is None:
+    if info.vnni is None:
         pytest.skip("no /proc/cpuinfo on this system")
     text = open("/proc/cpuinfo").read()
-    assert info["vnni"] == any(f in text.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
+    assert info.vnni == any(f in text.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
 
 
 def test_heldout_samples_label_every_task_and_stay_off_the_training_split():
