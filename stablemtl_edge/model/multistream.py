@@ -42,23 +42,33 @@ class MainStreamUNet(nn.Module):
         for i, module in enumerate(self.task_attention):
             unet.self_attention(i).set_processor(TaskAttentionProcessor(i, module, unet.context))
 
-    def forward(self, sample: torch.Tensor, task_ids: torch.Tensor, aux_features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        sample: torch.Tensor,
+        task_ids: torch.Tensor,
+        aux_features: list[torch.Tensor] | None,
+        task_attention: bool = True,
+    ) -> torch.Tensor:
         """Predict the clean latent of each row's main task.
 
         Args:
             sample: ``[B, 12, h, w]`` the main task's input (as for the auxiliary pass of that task).
             task_ids: ``[B]`` int64 main task per row.
             aux_features: 16 tensors ``[B, 7, N_l, C_l]``: each row's auxiliary features of all tasks in
-                canonical order (the row's own slot is ignored).
+                canonical order (the row's own slot is ignored); unused (may be None) without task attention.
+            task_attention: False runs the main stream without its task-attention branch, to tell an import
+                or training fault in the branch from one in the UNet it sits in.
         """
-        if len(aux_features) != NUM_FEATURES:
-            raise ValueError(f"expected {NUM_FEATURES} auxiliary feature tensors, got {len(aux_features)}")
+        if task_attention and (aux_features is None or len(aux_features) != NUM_FEATURES):
+            got = "none" if aux_features is None else len(aux_features)
+            raise ValueError(f"expected {NUM_FEATURES} auxiliary feature tensors, got {got}")
         ctx = self.unet.context
-        ctx.aux_features, ctx.task_ids = list(aux_features), task_ids
+        ctx.aux_features, ctx.task_ids = (list(aux_features) if task_attention else None), task_ids
+        ctx.task_attention = task_attention
         try:
             return self.unet(sample, task_ids)
         finally:
-            ctx.aux_features, ctx.task_ids = None, None
+            ctx.aux_features, ctx.task_ids, ctx.task_attention = None, None, True
 
 
 def stack_features(per_task: dict[int, list[torch.Tensor]], like: list[torch.Tensor]) -> list[torch.Tensor]:

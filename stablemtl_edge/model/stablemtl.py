@@ -103,11 +103,17 @@ class StableMTL(nn.Module):
         self.counters["unet_rows"] += samples.shape[0]
         return self.unet(samples, task_ids, return_features=True)
 
-    def run_main(self, samples: torch.Tensor, task_ids: torch.Tensor, aux_features: list[torch.Tensor]) -> torch.Tensor:
+    def run_main(
+        self,
+        samples: torch.Tensor,
+        task_ids: torch.Tensor,
+        aux_features: list[torch.Tensor] | None,
+        task_attention: bool = True,
+    ) -> torch.Tensor:
         if self.main is None:
             raise StableMTLError("this model is single-stream: it has no main stream for `mode=multi`")
         self.counters["unet_main_rows"] += samples.shape[0]
-        return self.main(samples, task_ids, aux_features)
+        return self.main(samples, task_ids, aux_features, task_attention)
 
     @property
     def device(self) -> torch.device:
@@ -132,21 +138,50 @@ class StableMTL(nn.Module):
             flows = ", ".join(t.key for t in tasks if t.frames == 2)
             raise StableMTLError(f"{flows} need(s) `frame2` (the next frame)")
 
+    def check_latents(self, z1: torch.Tensor, z2: torch.Tensor | None, tasks: tuple[TaskSpec, ...]) -> None:
+        channels = self.unet.unet.config.in_channels // 3
+        for name, z in (("z1", z1), ("z2", z2)):
+            if z is None:
+                continue
+            if z.ndim != 4 or z.shape[0] != 1 or z.shape[1] != channels or not z.is_floating_point():
+                raise StableMTLError(f"`{name}` must be one float latent [1, {channels}, h, w], got {z.dtype} "
+                                     f"{tuple(z.shape)}")
+            if z.shape[2] % UNET_DOWNSAMPLE or z.shape[3] % UNET_DOWNSAMPLE:
+                raise StableMTLError(f"`{name}` is {z.shape[3]}x{z.shape[2]} latent cells: the UNet needs a multiple "
+                                     f"of {UNET_DOWNSAMPLE} on each side")
+        if z2 is not None and z2.shape != z1.shape:
+            raise StableMTLError(f"`z2` {tuple(z2.shape)} must have the shape of `z1` {tuple(z1.shape)}")
+        if z2 is None and any(t.frames == 2 for t in tasks):
+            flows = ", ".join(t.key for t in tasks if t.frames == 2)
+            raise StableMTLError(f"{flows} need(s) `z2` (the next frame's latent)")
+
     @torch.no_grad()
-    def predict_latents(
+    def predict_from_latents(
         self,
-        frame1: np.ndarray,
-        frame2: np.ndarray | None = None,
+        z1: torch.Tensor,
+        z2: torch.Tensor | None = None,
         tasks: str | Iterable[str] | None = None,
         mode: Mode | str = Mode.SINGLE,
+        task_attention: bool = True,
     ) -> tuple[tuple[TaskSpec, ...], torch.Tensor]:
-        """Encode, run the UNet schedule and return ``(tasks, latents [k, 4, h, w])``."""
+        """The UNet schedule on given latents: ``(tasks, latents [k, 4, h, w])``, at any latent size the UNet takes.
+
+        The entry for debugging an import or a training run without the VAE in the way: feed the latents
+        another implementation encoded, compare the latents it predicts.
+
+        Args:
+            z1: the frame's latent ``[1, 4, h, w]`` (VAE posterior mean times the scale), h and w multiples of 8.
+            z2: the next frame's latent, needed by the flow tasks.
+            tasks: task keys (default: all seven).
+            mode: ``single`` or ``multi`` (shared auxiliary passes + main stream).
+            task_attention: multi-stream only: False runs the main stream without its task-attention branch
+                (and without the auxiliary passes it would read).
+        """
         specs = parse_tasks(tasks)
         mode = Mode.parse(mode, "mode")
-        self.check_frames(frame1, frame2, specs)
-        frames = np.stack([frame1] if frame2 is None else [frame1, frame2])
-        z = self.encode(frames)  # [1 or 2, 4, h, w]
-        z1, z2 = z[:1], z[1:] if frame2 is not None else None
+        self.check_latents(z1, z2, specs)
+        z1 = z1.to(self.device, torch.float32)
+        z2 = None if z2 is None else z2.to(self.device, torch.float32)
 
         def sample(task: TaskSpec) -> torch.Tensor:
             return unet_input(z1, z2 if task.frames == 2 else None)
@@ -154,7 +189,11 @@ class StableMTL(nn.Module):
         ids = torch.tensor([t.index for t in specs], device=self.device)
         samples = torch.cat([sample(t) for t in specs])  # [k, 12, h, w]
         if mode is Mode.SINGLE:
+            if not task_attention:
+                raise StableMTLError("`task_attention=False` switches a main-stream branch off: use mode `multi`")
             return specs, self.run_single(samples, ids)
+        if not task_attention:
+            return specs, self.run_main(samples, ids, None, task_attention=False)
 
         aux = auxiliary_tasks(ids.tolist())
         aux_samples = torch.cat([sample(TASKS[a]) for a in aux])  # [6 or 7, 12, h, w]
@@ -163,6 +202,22 @@ class StableMTL(nn.Module):
         stacked = stack_features(per_task, [f[:1] for f in feats])  # 16 x [1, 7, N, C]
         shared = [f.expand(len(specs), *f.shape[1:]) for f in stacked]
         return specs, self.run_main(samples, ids, shared)
+
+    @torch.no_grad()
+    def predict_latents(
+        self,
+        frame1: np.ndarray,
+        frame2: np.ndarray | None = None,
+        tasks: str | Iterable[str] | None = None,
+        mode: Mode | str = Mode.SINGLE,
+        task_attention: bool = True,
+    ) -> tuple[tuple[TaskSpec, ...], torch.Tensor]:
+        """Encode, run the UNet schedule (:meth:`predict_from_latents`) and return ``(tasks, latents [k, 4, h, w])``."""
+        specs = parse_tasks(tasks)
+        self.check_frames(frame1, frame2, specs)
+        frames = np.stack([frame1] if frame2 is None else [frame1, frame2])
+        z = self.encode(frames)  # [1 or 2, 4, h, w]
+        return self.predict_from_latents(z[:1], z[1:] if frame2 is not None else None, specs, mode, task_attention)
 
     @torch.no_grad()
     def predict(

@@ -165,6 +165,8 @@ class TaskAttentionProcessor:
     ) -> torch.Tensor:
         s = self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb)  # [B, N, C]
         ctx = self.context
+        if not ctx.task_attention:
+            return s
         if ctx.aux_features is None or ctx.task_ids is None:
             raise RuntimeError("the main stream needs auxiliary features and task ids in its context")
         feats = ctx.aux_features[self.index]

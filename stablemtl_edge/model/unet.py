@@ -70,12 +70,15 @@ class StreamContext:
         aux_features: main stream only: 16 tensors ``[B, T, N_l, C_l]``, the auxiliary stream's features
             of all T = 7 tasks (canonical order) for each row.
         task_ids: main stream only: ``[B]`` int64 main task of each row.
+        task_attention: main stream only: False switches the task-attention branch off (diagnosis: the
+            main stream then runs as its own UNet, with no auxiliary features).
     """
 
     record: bool = False
     features: list[torch.Tensor | None] = field(default_factory=lambda: [None] * NUM_FEATURES)
     aux_features: list[torch.Tensor] | None = None
     task_ids: torch.Tensor | None = None
+    task_attention: bool = True
 
 
 class FeatureTapProcessor:

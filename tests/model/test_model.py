@@ -180,3 +180,43 @@ def test_unet_input_order():
     x = unet_input(z1, z2)
     assert x[:, :4].eq(1).all() and x[:, 4:8].eq(2).all() and x[:, 8:].eq(0).all()
     assert unet_input(z1)[:, 4:8].eq(1).all()
+
+
+def test_latent_entry_equals_the_frame_entry(trained_like):
+    z = trained_like.encode(np.stack([FRAME1, FRAME2]))
+    for mode in ("single", "multi"):
+        frames = trained_like.predict_latents(FRAME1, FRAME2, mode=mode)[1]
+        latents = trained_like.predict_from_latents(z[:1], z[1:], mode=mode)[1]
+        assert torch.equal(frames, latents)
+
+
+def test_latent_entry_takes_any_size_the_unet_takes(trained_like):
+    z1, z2 = torch.randn(1, 4, 8, 24), torch.randn(1, 4, 8, 24)  # 64x192 pixels: no frame size needed
+    specs, out = trained_like.predict_from_latents(z1, z2, ["depth", "optical_flow"], mode="multi")
+    assert [t.key for t in specs] == ["depth", "optical_flow"] and out.shape == (2, 4, 8, 24)
+
+
+def test_task_attention_switch_leaves_the_main_streams_own_unet(trained_like):
+    """Branch off, the main stream is exactly its UNet run as a single-stream model; branch on, it is not."""
+    z1, z2 = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    alone = StableMTL.from_preset("tiny", seed=3)
+    alone.unet.unet.load_state_dict(trained_like.main.unet.unet.state_dict())
+    reference = alone.predict_from_latents(z1, z2, mode="single")[1]
+    trained_like.counters.clear()
+    off = trained_like.predict_from_latents(z1, z2, mode="multi", task_attention=False)[1]
+    assert trained_like.counters["unet_rows"] == 0  # no auxiliary passes are run for a branch that is off
+    torch.testing.assert_close(off, reference, atol=1e-6, rtol=0)
+    on = trained_like.predict_from_latents(z1, z2, mode="multi")[1]
+    assert (on - off).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("z1, z2, tasks, branch, message", [
+    (torch.randn(4, 8, 8), None, ["depth"], True, r"`z1` must be one float latent \[1, 4, h, w\]"),
+    (torch.randn(1, 4, 8, 12), None, ["depth"], True, "12x8 latent cells: the UNet needs a multiple of 8"),
+    (torch.randn(1, 4, 8, 8), None, ["optical_flow"], True, r"optical_flow need\(s\) `z2`"),
+    (torch.randn(1, 4, 8, 8), torch.randn(1, 4, 16, 8), ["depth"], True, "must have the shape of `z1`"),
+    (torch.randn(1, 4, 8, 8), None, ["depth"], False, "use mode `multi`"),  # a single stream has no branch
+])
+def test_latent_entry_refuses_bad_latents(trained_like, z1, z2, tasks, branch, message):
+    with pytest.raises(StableMTLError, match=message):
+        trained_like.predict_from_latents(z1, z2, tasks, mode="single", task_attention=branch)
