@@ -100,9 +100,14 @@ def load_pretrained(path: str | Path = "demo", device: str | torch.device = "cpu
     directory = resolve_checkpoint(path)
     config = read_config(directory)
     preset = ModelPreset.from_dict(config["preset"])
-    model = StableMTL.from_preset(preset, multi_stream=bool(config.get("multi_stream")))
     weights = directory / WEIGHTS_NAME
-    load_state_dict_checked(model, read_safetensors(weights, device), str(weights))
+    state = read_safetensors(weights, device)
+    conditioning = [state.get(f"unet.{k}") for k in ("task_embeddings", "task_lengths")]
+    if any(t is None for t in conditioning):
+        raise StableMTLError(f"`{weights}` lacks the task embeddings (`unet.task_embeddings`, `unet.task_lengths`)")
+    model = StableMTL.skeleton(preset, *conditioning, multi_stream=bool(config.get("multi_stream")))
+    load_state_dict_checked(model, state, str(weights), assign=True)  # the file's tensors become the weights
+    del state
     model.source = {"checkpoint": str(directory), **{k: v for k, v in config.items() if not k.startswith("_")}}
     return model.to(device).eval()
 

@@ -23,9 +23,7 @@ from ..errors import MissingDependencyError, StableMTLError
 from ..tasks import TASK_NAMES
 from .embeddings import clip_task_embeddings, load_task_embeddings
 from .stablemtl import StableMTL
-from .multistream import MainStreamUNet
-from .unet import ATTENTION_LAYERS, TaskUNet, build_unet, self_attention_path
-from .vae import LatentVAE
+from .unet import ATTENTION_LAYERS, self_attention_path
 from .weight_files import load_state_dict_checked, read_folder_weights
 from .weight_files import read_torch_file as read_weights_only
 
@@ -129,13 +127,12 @@ def _check_training_config(path: Path, trainer: Mapping[str, Any], heads: int) -
     log.info("%s: trainer.output_types %s, trainer.n_attns %d", path, keys, n_attns)
 
 
-def _read_unet(
-    path: Path, preset: ModelPreset, progress: Callable[[str], None], main_stream: bool
-) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """One UNet file as a UNet whose parameters are the file's tensors (no second copy), and its task-attention keys.
+def _load_unet(
+    unet: torch.nn.Module, path: Path, preset: ModelPreset, progress: Callable[[str], None], main_stream: bool
+) -> dict[str, torch.Tensor]:
+    """Fill a skeleton UNet with one file's tensors (no second copy); returns the file's task-attention keys.
 
-    The UNet is laid out on the ``meta`` device (shapes only) and filled by assignment, and the state dict
-    goes out of scope on return: importing holds each file once, never the file plus a random-initialised twin.
+    The state dict goes out of scope on return, so importing holds each file once.
     """
     progress(f"reading {path}")
     state = read_torch_file(path)
@@ -144,17 +141,14 @@ def _read_unet(
     del state
     if task and not main_stream:
         raise StableMTLError(f"`{path}` holds task-attention keys: it is not the single-stream UNet")
-    with torch.device("meta"):
-        unet = build_unet(preset)
-    expected = len(unet.state_dict())
     what = f"{len(base)} base + {len(task)} task-attention tensors" if main_stream else f"{len(base)} tensors"
-    progress(f"{path}: {what} (the {preset.name} UNet has {expected})")
+    progress(f"{path}: {what} (the {preset.name} UNet has {len(unet.state_dict())})")
     load_state_dict_checked(unet, base, str(path), assign=True)
-    return unet, task
+    return task
 
 
-def _read_vae(sd2_dir: Path, preset: ModelPreset):  # noqa: ANN202 (diffusers is imported lazily)
-    """The SD2 VAE from a diffusers folder, its architecture checked against the preset."""
+def _load_vae(vae: torch.nn.Module, sd2_dir: Path, preset: ModelPreset) -> None:
+    """Fill the skeleton VAE from a diffusers folder whose architecture matches the preset."""
     from diffusers import AutoencoderKL
 
     try:
@@ -166,10 +160,8 @@ def _read_vae(sd2_dir: Path, preset: ModelPreset):  # noqa: ANN202 (diffusers is
         norm = (lambda v: tuple(v) if isinstance(v, (list, tuple)) else v)
         if norm(have) != norm(want):
             raise StableMTLError(f"`{sd2_dir / 'vae'}`: {key} = {have}, preset `{preset.name}` expects {want}")
-    vae = AutoencoderKL.from_config(vae_config).float()
     vae_file, vae_state = read_folder_weights(sd2_dir / "vae", "diffusion_pytorch_model")
     load_state_dict_checked(vae, vae_state, str(vae_file), assign=True)
-    return vae
 
 
 def import_official(
@@ -208,23 +200,23 @@ def import_official(
         table, lengths = clip_task_embeddings(sd2_dir)
     progress(f"task embedding lengths {lengths.tolist()} (official: 3, 3, 4, 4, 4, 5, 3)")
 
-    vae = _read_vae(sd2_dir, preset)
-    unet = TaskUNet(_read_unet(single_stream, preset, progress, main_stream=False)[0], table, lengths)
-    model = StableMTL(preset, LatentVAE(vae), unet)
+    model = StableMTL.skeleton(preset, table, lengths, multi_stream=multi_stream is not None)
+    _load_vae(model.vae.vae, sd2_dir, preset)
+    _load_unet(model.unet.unet, single_stream, preset, progress, main_stream=False)
 
     if multi_stream is not None:
+        main = model.main
         with tempfile.TemporaryDirectory() as scratch:
             weights, yaml_path = _multi_stream_files(Path(multi_stream), Path(scratch))
             trainer = _training_config(yaml_path) if yaml_path is not None else None
-            main_unet, task = _read_unet(weights, preset, progress, main_stream=True)
-        main = MainStreamUNet(TaskUNet(main_unet, table, lengths), preset)
+            task = _load_unet(main.unet.unet, weights, preset, progress, main_stream=True)
         if trainer is not None:
             _check_training_config(Path(multi_stream) / yaml_path.name, trainer, main.task_attention[0].heads)
         else:
             progress(f"warning: `{multi_stream}` has no config.yaml: task order and head count are unchecked")
-        load_state_dict_checked(main.task_attention, {k.split(".", 1)[1]: v for k, v in task.items()}, str(weights))
+        attention = {k.split(".", 1)[1]: v for k, v in task.items()}
         del task
-        model.main = main
+        load_state_dict_checked(main.task_attention, attention, str(weights), assign=True)
         if all(float(m.to_out_task.weight.detach().abs().max()) == 0 for m in main.task_attention):
             log.warning("%s: every to_out_task is zero: this multi-stream model equals single-stream", weights)
             progress("warning: to_out_task is all zero (the multi-stream file behaves as single-stream)")

@@ -73,6 +73,29 @@ class StableMTL(nn.Module):
             model.add_main_stream()
         return model.eval()
 
+    @classmethod
+    def skeleton(
+        cls, preset: str | ModelPreset, task_embeddings: torch.Tensor, task_lengths: torch.Tensor,
+        multi_stream: bool = False,
+    ) -> StableMTL:
+        """The model laid out without weights (``meta`` tensors), to be filled with ``load_state_dict(assign=True)``.
+
+        Loading weights into a randomly initialised model holds them twice and spends the time to draw them;
+        filling a skeleton makes the file's own tensors the parameters. Only the task conditioning, which
+        derives non-persistent buffers, is built for real.
+        """
+        preset = get_preset(preset)
+        with torch.device("meta"):
+            vae, unet = build_vae(preset), build_unet(preset)
+        model = cls(preset, LatentVAE(vae), TaskUNet(unet, task_embeddings, task_lengths))
+        if multi_stream:
+            with torch.device("meta"):
+                main_unet = build_unet(preset)
+            conditioned = TaskUNet(main_unet, task_embeddings, task_lengths)
+            with torch.device("meta"):
+                model.main = MainStreamUNet(conditioned, preset)
+        return model
+
     def add_main_stream(self) -> MainStreamUNet:
         """Start stage 2: a main stream initialised from the single-stream weights, zero task attention."""
         copy = TaskUNet(build_unet(self.preset), self.unet.task_embeddings, self.unet.task_lengths)
