@@ -202,7 +202,7 @@ def run_official_size(
     report = OfficialSizeReport(mode.value, f"{h}x{w}", [p.value for p in precisions])
     commands: list[tuple[str, list[str]]] = []
     if "write" in steps:
-        commands.append(("write release layout", _module(__name__, "--write-release", release, "--mode", mode)))
+        commands.append(("write release layout", _module("stablemtl_edge.export.official_size", "--write-release", release, "--mode", mode)))
     if "import" in steps:
         command = _module("stablemtl_edge.export.cli", "import-official", "--single-stream",
                           release / "single_stream_unet.pth", "--sd2", release / "stable-diffusion-2",
