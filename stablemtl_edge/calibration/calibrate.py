@@ -9,9 +9,11 @@ Steps, each with a one-line :class:`StableMTLError` for user mistakes:
 3. unless every range is cached, run the fp32 pipeline on them and record each component's feeds
    (:mod:`.record`);
 4. write ``int8/<component>.onnx`` for each chosen component (:mod:`.quantize`);
-5. evaluate fp32, fp16 and int8 pipelines on held-out frames (:mod:`.gate`); when the int8 pipeline
-   fails, each component is tried alone in int8 and the failing ones are left at fp16 (``fallback``) or
-   the command fails (``error``);
+5. evaluate fp32, fp16 and int8 pipelines on held-out frames and judge each task's change with a paired
+   bootstrap interval, adding frames while a verdict is open (:mod:`.gate`); when the int8 pipeline does
+   not pass (a fail, or an interval still straddling the threshold at the frame cap), each component is
+   tried alone in int8 and those that do not pass are left at fp16 (``fallback``) or the command fails
+   (``error``);
 6. write the report, then the manifest (atomically, last) with the ``int8`` set: quantized components
    point at ``int8/``, the others at their fp16 graphs (fp32 when the artifact has none), each entry
    recording its true precision.
@@ -39,7 +41,7 @@ from ..data.sample import Sample
 from ..tasks import TASK_NAMES, parse_tasks
 from ..artifact.layout import CALIBRATION_SET, INT8_DIR, calibration_file, external_data_name, graph_file
 from .data import CalibrationSet, load_calibration_set
-from .gate import GateThresholds, OnGateFail, PipelineRun, TaskVerdict, heldout_samples, judge, run_pipeline
+from .gate import Gate, GateOptions, GateRun, GateThresholds, OnGateFail, TaskVerdict, Verdict, heldout_samples
 from .quantize import QuantizedGraph, QuantizeOptions, quantize_component, remove_graph
 from .record import RecordedFeeds, record_feeds
 from .report import CalibrationReport, ComponentReport, GateReport, cpu_int8_support, write_report
@@ -133,13 +135,8 @@ def _int8_entry(directory: Path, rel: str, source: ComponentEntry, graph: Quanti
 
 
 def _describe_failures(verdicts: Sequence[TaskVerdict]) -> str:
-    parts = []
-    for v in verdicts:
-        if not v.passed:
-            change = "undefined" if v.change != v.change else f"{v.change * 100:+.2f}%"
-            parts.append(f"{v.mode}-stream {v.task} {v.metric} {v.reference:.4g} -> {v.candidate:.4g} "
-                         f"({change} > {v.threshold * 100:.2f}%)")
-    return "; ".join(parts)
+    """Every task that did not pass, with its change, interval, frames and verdict."""
+    return "; ".join(v.describe() for v in verdicts if not v.passed)
 
 
 def _set_components(manifest: Manifest) -> tuple[Component, ...]:
@@ -168,7 +165,7 @@ def calibrate_artifact(
     on_gate_fail: OnGateFail | str = OnGateFail.FALLBACK,
     gate_samples: Sequence[Sample] | None = None,
     gate_name: str = "",
-    gate_frames: int = 6,
+    gate: GateOptions = GateOptions(),
     tasks: Iterable[str] | str | None = None,
     seed: int = 0,
     topic: str | None = None,
@@ -186,9 +183,11 @@ def calibrate_artifact(
         thresholds: allowed relative change of each task's main metric.
         on_gate_fail: ``fallback`` keeps failing components at fp16; ``error`` raises and leaves the
             manifest unchanged (the report is still written).
-        gate_samples: labelled held-out samples (default: the procedural test split).
+        gate_samples: labelled held-out samples (default: the procedural test split); the gate reads them
+            in order, at most ``gate.max_frames``.
         gate_name: name of ``gate_samples`` for the report.
-        gate_frames: number of procedural held-out frames when ``gate_samples`` is None.
+        gate: held-out frames judged first and at most, and the bootstrap settings; an inconclusive
+            verdict counts as not passed.
         tasks: tasks run during calibration and scored by the gate (default all seven).
         seed: calibration sampling seed.
         topic: image topic when ``calib_data`` is a bag with several.
@@ -211,9 +210,14 @@ def calibrate_artifact(
     manifest.verify_files(directory, [Precision.FP32])
     resolution = (manifest.profile.height, manifest.profile.width)
     calibration = load_calibration_set(calib_data, calib_size, resolution, seed=seed, topic=topic)
-    samples = list(gate_samples) if gate_samples is not None else heldout_samples(resolution, gate_frames)
-    heldout = gate_name or ("user samples" if gate_samples is not None else
-                            f"procedural test split, {len(samples)} frames at {resolution[0]}x{resolution[1]}")
+    if gate_samples is None:
+        samples: Sequence[Sample] = heldout_samples(resolution, gate.max_frames)
+    else:
+        samples = gate_samples if isinstance(gate_samples, Sequence) else list(gate_samples)
+    heldout = ((gate_name or "user samples") + f" ({len(samples)} frames)" if gate_samples is not None else
+               f"procedural test split at {resolution[0]}x{resolution[1]}")
+    if not samples:
+        raise StableMTLError("the gate's held-out samples are empty: give at least one labelled sample")
 
     int8_dir = directory / INT8_DIR
     int8_dir.mkdir(parents=True, exist_ok=True)
@@ -222,15 +226,15 @@ def calibrate_artifact(
     stage = Path(tempfile.mkdtemp(prefix=".candidate-", dir=int8_dir))
     try:
         return _calibrate(directory, manifest, chosen, task_keys, calibration, samples, heldout, stage, options,
-                          thresholds, on_gate_fail, threads, progress)
+                          thresholds, gate, on_gate_fail, threads, progress)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...], task_keys: tuple[str, ...],
                calibration: CalibrationSet, samples: Sequence[Sample], heldout: str, stage: Path,
-               options: QuantizeOptions, thresholds: GateThresholds, on_gate_fail: OnGateFail,
-               threads: int | None, progress: bool) -> CalibrationResult:
+               options: QuantizeOptions, thresholds: GateThresholds, gate_options: GateOptions,
+               on_gate_fail: OnGateFail, threads: int | None, progress: bool) -> CalibrationResult:
     int8_dir = directory / INT8_DIR
     fp32 = {c: manifest.entry(Precision.FP32, c) for c in chosen}
     caches = {}
@@ -271,18 +275,23 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             "samples for at least one of them"
         )
 
-    def run(label: str, m: Manifest, precision: Precision) -> PipelineRun:
-        if progress:
-            print(f"calibration: evaluating {label} on {len(samples)} held-out frames", file=sys.stderr, flush=True)
-        return run_pipeline(directory, m, precision, label, samples, modes, gate_tasks, threads, progress)
+    def trial(label: str, m: Manifest, precision: Precision) -> GateRun:
+        run = GateRun(directory, m, precision, label, modes, gate_tasks, threads, progress)
+        runs.append(run)
+        return run
 
-    runs = [run("fp32", manifest, Precision.FP32)]
-    reference = runs[0]
+    runs: list[GateRun] = []
+    reference = trial("fp32", manifest, Precision.FP32)
+    gate = Gate(reference, samples, thresholds, gate_options, progress)
+    heldout += (f", {gate.first} frames first, {gate_options.frames} more at a time while a verdict is "
+                f"inconclusive, up to {gate.cap}")
+    reference.extend(samples, gate.first)
+    fp16 = None
     if Precision.FP16 in manifest.components:
-        runs.append(run("fp16", manifest, Precision.FP16))
-    int8_all = run("int8", _candidate(manifest, entries, chosen), Precision.INT8)
-    runs.append(int8_all)
-    all_verdicts = judge(reference, int8_all, thresholds)
+        fp16 = trial("fp16", manifest, Precision.FP16)
+        fp16.extend(samples, gate.first)  # shown beside the others; judged only when it is what gets registered
+    int8_all = trial("int8", _candidate(manifest, entries, chosen), Precision.INT8)
+    all_verdicts = gate.judge(int8_all)
     kept = list(chosen)
     fallbacks: dict[str, str] = {}
     messages: list[str] = []
@@ -291,44 +300,46 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     if not all(v.passed for v in all_verdicts):
         failures = _describe_failures(all_verdicts)
         if on_gate_fail is OnGateFail.ERROR:
-            report = _report(directory, calibration, options, thresholds, heldout, modes, runs, all_verdicts,
-                             all_verdicts, ablations, entries, {}, manifest, chosen,
-                             ["int8 pipeline failed the gate: " + failures,
+            report = _report(directory, calibration, options, thresholds, gate_options, heldout, modes, runs,
+                             all_verdicts, all_verdicts, ablations, entries, {}, manifest, chosen,
+                             ["int8 pipeline did not pass the gate: " + failures,
                               "manifest left unchanged (--on-gate-fail error)"],
-                             "FAILED: the int8 pipeline is outside the gate; nothing registered")
+                             "FAILED: the int8 pipeline did not pass the gate; nothing registered")
             _, md = write_report(int8_dir, report)
             raise StableMTLError(
-                f"int8 failed the accuracy gate ({failures}); the manifest is unchanged; see `{md}`; raise "
-                "--gate-threshold, add --exclude patterns, try --method entropy or use --on-gate-fail fallback"
+                f"int8 did not pass the accuracy gate ({failures}); the manifest is unchanged; see `{md}`; raise "
+                "--gate-threshold or --gate-max-frames, add --exclude patterns, try --method entropy or use "
+                "--on-gate-fail fallback"
             )
         if len(chosen) == 1:
             kept = []
             fallbacks[chosen[0].value] = failures
         else:
             for c in chosen:
-                alone = run(f"int8[{c.value}]", _candidate(manifest, entries, [c]), Precision.INT8)
-                runs.append(alone)
-                verdicts = judge(reference, alone, thresholds)
+                alone = trial(f"int8[{c.value}]", _candidate(manifest, entries, [c]), Precision.INT8)
+                verdicts = gate.judge(alone)
                 ablations[c.value] = verdicts
                 if not all(v.passed for v in verdicts):
                     kept.remove(c)
                     fallbacks[c.value] = _describe_failures(verdicts)
             if kept:
-                final_run = run("int8 (final)", _candidate(manifest, entries, kept), Precision.INT8)
-                runs.append(final_run)
-                final_verdicts = judge(reference, final_run, thresholds)
+                final_run = trial("int8 (final)", _candidate(manifest, entries, kept), Precision.INT8)
+                final_verdicts = gate.judge(final_run)
                 if not all(v.passed for v in final_verdicts):
                     for c in kept:
                         fallbacks[c.value] = ("passes alone but not together with the others: "
                                               + _describe_failures(final_verdicts))
                     kept = []
         if not kept:
-            final_run = next((r for r in runs if r.label == "fp16"), reference)
-            final_verdicts = judge(reference, final_run, thresholds)
+            final_run = fp16 or reference
+            final_verdicts = gate.judge(final_run)
         for name, why in fallbacks.items():
             fb = _fallback_entry(manifest, Component(name))
-            messages.append(f"{name} failed the gate ({why}); left at {fb.precision.value} (`{fb.file}`), "
+            messages.append(f"{name} did not pass the gate ({why}); left at {fb.precision.value} (`{fb.file}`), "
                             "its int8 graph discarded")
+        if any(v.verdict is Verdict.INCONCLUSIVE for v in all_verdicts):
+            messages.append("an inconclusive verdict (an interval still straddling the threshold at the frame cap) "
+                            "counts as not passed: more held-out frames (--gate-max-frames) can settle it")
     # Commit: move the kept graphs out of the staging folder; registered graphs of the others go away.
     for c in chosen:
         final_rel = graph_file(Precision.INT8, c)
@@ -348,18 +359,18 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     if kept:
         verdict = (f"PASS: {', '.join(c.value for c in kept)} in int8"
                    + (f"; {', '.join(fallbacks)} left at {fallback_precision}" if fallbacks else "")
-                   + "; every task within the gate")
+                   + "; every task's interval within the gate")
     else:
         verdict = (f"FALLBACK: no component passed the gate in int8; the int8 set runs the {fallback_precision} "
                    "graphs")
-    report = _report(directory, calibration, options, thresholds, heldout, modes, runs, all_verdicts, final_verdicts,
-                     ablations, entries, fallbacks, final_manifest, chosen, messages, verdict)
+    report = _report(directory, calibration, options, thresholds, gate_options, heldout, modes, runs, all_verdicts,
+                     final_verdicts, ablations, entries, fallbacks, final_manifest, chosen, messages, verdict)
     json_path, md_path = write_report(int8_dir, report)
     # Record the int8 set: entries for fallbacks say why, files list the int8 graphs.
     comps = final_manifest.components[Precision.INT8]
     for name, why in fallbacks.items():
         c = Component(name)
-        reason = f"failed the int8 accuracy gate: {why}"
+        reason = f"did not pass the int8 accuracy gate: {why}"
         comps[c] = replace(comps[c], quantization={"quantized": False, "reason": reason})
     for c in _set_components(manifest):
         if c not in chosen:
@@ -367,7 +378,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     files = {k: v for k, v in final_manifest.files.items() if not k.startswith(f"{INT8_DIR}/")}
     for c in kept:
         e = comps[c]
-        e.quantization = {**(e.quantization or {}), "gate": {"passed": True, "thresholds": thresholds.to_dict()}}
+        e.quantization = {**(e.quantization or {}), "gate": {"passed": True, "thresholds": thresholds.to_dict(),
+                                                             "options": gate_options.to_dict()}}
         files[e.file] = e.sha256
         if e.external_data:
             data = calibration_file(e.external_data)
@@ -380,7 +392,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
 
 
 def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptions, thresholds: GateThresholds,
-            heldout: str, modes: Sequence[Mode], runs: Sequence[PipelineRun], int8_verdicts: Sequence[TaskVerdict],
+            gate_options: GateOptions, heldout: str, modes: Sequence[Mode], runs: Sequence[GateRun],
+            int8_verdicts: Sequence[TaskVerdict],
             final_verdicts: Sequence[TaskVerdict], ablations: dict[str, list[TaskVerdict]],
             entries: dict[Component, ComponentEntry], fallbacks: dict[str, str], final: Manifest,
             chosen: Sequence[Component], messages: list[str], verdict: str) -> CalibrationReport:
@@ -402,8 +415,9 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
             note=note,
         )
     ratio = {}
-    fp32 = runs[0]
-    int8 = next((r for r in runs if r.label == "int8"), None)
+    records = [r.record() for r in runs]
+    fp32 = records[0]
+    int8 = next((r for r in records if r.label == "int8"), None)
     if int8 is not None:
         ratio = {
             m: {"total": int8.ms_per_frame[m] / fp32.ms_per_frame[m],
@@ -419,11 +433,12 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
         + (f" (percentile {options.percentile})" if options.method.value == "percentile" else ""),
         calibration=calibration.record,
         gate=GateReport(
-            heldout=heldout, thresholds=thresholds, modes=tuple(m.value for m in modes), int8=tuple(int8_verdicts),
+            heldout=heldout, thresholds=thresholds, options=gate_options, modes=tuple(m.value for m in modes),
+            int8=tuple(int8_verdicts),
             final=tuple(final_verdicts), ablations={c: tuple(vs) for c, vs in ablations.items()},
         ),
         components=components,
-        runs=tuple(runs),
+        runs=tuple(records),
         int8_fp32_time_ratio=ratio,
         tasks=tuple(sorted({v.task for v in final_verdicts}, key=TASK_NAMES.index)),
     )

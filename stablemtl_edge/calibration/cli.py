@@ -5,6 +5,7 @@ Examples::
     stablemtl-calibrate artifacts/small --calib-data procedural --calib-size 16
     stablemtl-calibrate artifacts/small --calib-data drive.mp4 --calib-size 64 --method entropy \\
         --gate-threshold 0.02 --gate-threshold depth:0.05 --on-gate-fail error
+    stablemtl-calibrate artifacts/small --gate-frames 48 --gate-max-frames 192
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from ..cli.shell import HelpFormatter, run_cli, summary
 from ..artifact.manifest import Component
 from .calibrate import calibrate_artifact
 from .exclusions import DEFAULT_RULES
-from .gate import DEFAULT_THRESHOLD, GateThresholds, OnGateFail
+from .gate import (
+    DEFAULT_GATE_FRAMES,
+    DEFAULT_GATE_MAX_FRAMES,
+    DEFAULT_THRESHOLD,
+    GateOptions,
+    GateThresholds,
+    OnGateFail,
+)
 from .quantize import CalibMethod, QuantizeOptions
 
 __all__ = ["build_parser", "main", "gate_samples_from_benchmark"]
@@ -62,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable, e.g. 0.02 and depth:0.05)")
     a.add_argument("--on-gate-fail", default=OnGateFail.FALLBACK.value, choices=[o.value for o in OnGateFail],
                    help="fallback: leave failing components at fp16; error: fail and leave the manifest unchanged")
-    a.add_argument("--gate-frames", type=positive_int, default=6, help="procedural held-out frames (test split)")
+    a.add_argument("--gate-frames", type=positive_int, default=DEFAULT_GATE_FRAMES,
+                   help="held-out frames judged first, and added at a time while a task's bootstrap interval "
+                        "straddles its threshold")
+    a.add_argument("--gate-max-frames", type=positive_int, default=DEFAULT_GATE_MAX_FRAMES,
+                   help="the most held-out frames a verdict may use; an interval still straddling the threshold "
+                        "there is inconclusive, which counts as not passed (the component stays at fp16)")
     a.add_argument("--gate-benchmark", help="score on a labelled benchmark instead (a stablemtl-eval benchmark name)")
     a.add_argument("--gate-data", type=Path, help="root of --gate-benchmark")
     p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (default: all cores)")
@@ -96,13 +109,14 @@ def _calibrate(args: argparse.Namespace) -> int:
         quantize=tuple(args.quantize), default_exclusions=not args.no_default_exclusions,
     )
     thresholds = GateThresholds.parse(args.gate_threshold)
+    gate = GateOptions(frames=args.gate_frames, max_frames=args.gate_max_frames)
     samples = None
     if args.gate_benchmark:
-        samples = gate_samples_from_benchmark(args.artifacts, args.gate_benchmark, args.gate_data, args.gate_frames)
+        samples = gate_samples_from_benchmark(args.artifacts, args.gate_benchmark, args.gate_data, gate.max_frames)
     result = calibrate_artifact(
         args.artifacts, args.calib_data, args.calib_size, options=options, components=args.components,
         thresholds=thresholds, on_gate_fail=args.on_gate_fail, gate_samples=samples,
-        gate_name=args.gate_benchmark or "", gate_frames=args.gate_frames, tasks=args.tasks, seed=args.seed,
+        gate_name=args.gate_benchmark or "", gate=gate, tasks=args.tasks, seed=args.seed,
         topic=args.topic, threads=args.threads, progress=not args.quiet,
     )
     report = result.report

@@ -20,7 +20,7 @@ from ..atomic import atomic_write_text
 from ..errors import StableMTLError
 from ..records import JsonRecord
 from .data import CalibrationRecord
-from .gate import GateThresholds, PipelineRun, TaskVerdict
+from .gate import GateOptions, GateThresholds, PipelineRun, TaskVerdict
 
 __all__ = [
     "INT8_CPU_FLAGS",
@@ -149,6 +149,7 @@ class GateReport:
     Attributes:
         heldout: the held-out set, in words.
         thresholds: the allowed relative changes.
+        options: frame counts and bootstrap settings.
         modes: the modes judged.
         int8: every task of every mode with every selected component in int8.
         final: the same for the set as registered.
@@ -157,13 +158,15 @@ class GateReport:
 
     heldout: str
     thresholds: GateThresholds
+    options: GateOptions
     modes: tuple[str, ...]
     int8: tuple[TaskVerdict, ...]
     final: tuple[TaskVerdict, ...]
     ablations: dict[str, tuple[TaskVerdict, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"heldout": self.heldout, "thresholds": self.thresholds.to_dict(), "modes": list(self.modes),
+        return {"heldout": self.heldout, "thresholds": self.thresholds.to_dict(), "options": self.options.to_dict(),
+                "modes": list(self.modes),
                 "int8": [v.to_dict() for v in self.int8], "final": [v.to_dict() for v in self.final],
                 "ablations": {c: [v.to_dict() for v in vs] for c, vs in self.ablations.items()}}
 
@@ -172,7 +175,8 @@ class GateReport:
         def verdicts(items: Any) -> tuple[TaskVerdict, ...]:
             return tuple(TaskVerdict.from_dict(v) for v in items)
 
-        return cls(str(d["heldout"]), GateThresholds.from_dict(d["thresholds"]), tuple(str(m) for m in d["modes"]),
+        return cls(str(d["heldout"]), GateThresholds.from_dict(d["thresholds"]), GateOptions.from_dict(d["options"]),
+                   tuple(str(m) for m in d["modes"]),
                    verdicts(d["int8"]), verdicts(d["final"]),
                    {str(c): verdicts(vs) for c, vs in d["ablations"].items()})
 
@@ -207,7 +211,7 @@ class CalibrationReport(JsonRecord):
     int8_fp32_time_ratio: dict[str, dict[str, float]]
     tasks: tuple[str, ...]
 
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: bootstrap intervals, frames and a three-way verdict per task
     record_name: ClassVar[str] = "calibration report (written by stablemtl-calibrate)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,6 +278,11 @@ def render_markdown(report: CalibrationReport) -> str:
         f"- held-out set: {gate.heldout}",
         f"- threshold: {gate.thresholds.default * 100:.2f}% relative change of each task's main "
         "metric" + (f", per task {per_task}" if per_task else ""),
+        f"- verdict: a paired bootstrap ({gate.options.resamples} resamples of the frames, seed "
+        f"{gate.options.seed}) gives a {gate.options.confidence * 100:g}% interval of each change; *pass* when it "
+        "lies within the threshold, *fail* when it lies beyond, otherwise frames are added up to the cap and "
+        "the verdict is *inconclusive*, which counts as not passed (the component stays at its fallback "
+        f"precision); a task seen on fewer than {gate.options.min_frames} frames is inconclusive unless unchanged",
         "",
         "## Per-task main metric (fp32 / fp16 / int8)",
         "",
@@ -281,21 +290,24 @@ def render_markdown(report: CalibrationReport) -> str:
     labels = [r.label for r in report.runs]
     final = {(v.mode, v.task): v for v in gate.final}
     lines += ["`int8`: every selected component in int8; `int8[c]`: only `c` in int8 (run when the int8 pipeline "
-              "fails, to find the culprit); *registered*: the int8 set as written to the manifest.", ""]
+              "does not pass, to find the culprit); *registered*: the int8 set as written to the manifest. Each "
+              "column is that pipeline over every frame it ran; the change, its interval and the verdict compare "
+              "int8 with fp32 on the frames in the *frames* column.", ""]
     for mode in gate.modes:
         lines += [f"### {mode}-stream", "",
-                  "| task | metric | " + " | ".join(labels) + " | int8 change | int8 gate | registered change |",
-                  "|---|---|" + "---:|" * len(labels) + "---:|---|---:|"]
+                  "| task | metric | " + " | ".join(labels)
+                  + " | int8 change | interval | frames | int8 gate | registered change |",
+                  "|---|---|" + "---:|" * len(labels) + "---:|---:|---:|---|---:|"]
         for v in (v for v in gate.int8 if v.mode == mode):
             values = []
             for r in report.runs:
                 res = r.results[mode].tasks.get(v.task) if mode in r.results else None
                 values.append(_fmt(getattr(res.metrics, v.metric)) if res else "n/a")
-            verdict = "pass" if v.passed else "FAIL"
+            verdict = v.verdict.value if v.passed else v.verdict.value.upper()
             registered = final[(mode, v.task)].change if (mode, v.task) in final else None
             lines.append(f"| {v.task} | {v.metric} | " + " | ".join(values)
-                         + f" | {_pct(v.change)} | {verdict} (<= {v.threshold * 100:.2f}%) | "
-                         + f"{_pct(registered)} |")
+                         + f" | {_pct(v.change)} | [{_pct(v.low)}, {_pct(v.high)}] | {v.frames} | {verdict} "
+                         + f"(<= {v.threshold * 100:.2f}%) | {_pct(registered)} |")
         lines.append("")
     lines += ["## Components", "",
               "Quantized layers: Conv/MatMul/Gemm with int8 Q/DQ inputs. Excluded layers: Conv/MatMul/Gemm kept "

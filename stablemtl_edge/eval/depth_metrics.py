@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .accumulate import Accumulator
+from .accumulate import Accumulator, ratio_of_sums
 from .align import align_depth
 from .results import DepthMetrics
 
@@ -69,7 +69,9 @@ class DepthAccumulator(Accumulator):
         aligned = align_depth(np.nan_to_num(np.asarray(pred, dtype=np.float64)), gt, valid, rng)
         m = depth_metrics(aligned, gt, valid)
         self._sums += np.array([getattr(m, f) for f in DepthMetrics.__dataclass_fields__], dtype=np.float64)
-        self.frames += 1
+        self._add_frame([m.abs_rel, 1.0])
+
+    main_from_sums = staticmethod(ratio_of_sums)  # rows (abs_rel, 1): a mean of frame values
 
     def result(self) -> DepthMetrics:
         if self.frames == 0:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import StableMTLError
 from ..data.sample import Sample
 from ..tasks import NUM_CLASSES, TaskName, TaskSpec, get_task, parse_tasks
-from .accumulate import Accumulator
+from .accumulate import Accumulator, FrameStatistics
 from .depth_metrics import DepthAccumulator
 from .flow_metrics import OpticalFlowAccumulator, SceneFlowAccumulator
 from .intrinsic_metrics import IntrinsicAccumulator
@@ -27,6 +27,7 @@ from .semantic_metrics import SemanticAccumulator
 __all__ = [
     "Predictor",
     "DEPTH_RANGES",
+    "Evaluation",
     "make_accumulator",
     "resize_prediction",
     "evaluate",
@@ -98,6 +99,74 @@ def _check_prediction(spec: TaskSpec, pred: np.ndarray, label_shape: tuple[int, 
         )
 
 
+class Evaluation:
+    """An evaluation that can be fed more samples: the accumulators live between :meth:`add` calls.
+
+    The int8 gate uses it to grow its held-out set while a verdict is open, and reads each task's
+    :meth:`frame_statistics` to resample frames. :func:`evaluate` is one :meth:`add` and a :meth:`result`.
+
+    Args:
+        tasks: tasks to score (None = all seven); a sample contributes to those it labels.
+        benchmark: name written into the result.
+        depth_range: depth range in metres; None = :data:`DEPTH_RANGES` by sample domain, else per frame.
+    """
+
+    def __init__(self, tasks: str | Iterable[str | TaskName] | None = None, *, benchmark: str = "",
+                 depth_range: tuple[float, float] | None = None) -> None:
+        self.specs = parse_tasks(tasks)
+        self.benchmark = benchmark
+        self.depth_range = depth_range
+        self.samples = 0  # samples fed so far: the position of the next one
+        self._accs: dict[str, Accumulator] = {}
+        self._positions: dict[str, list[int]] = {}
+
+    def add(self, predictor: Predictor, samples: Iterable[Sample], progress: bool = True) -> Evaluation:
+        """Score ``predictor`` on ``samples`` (consumed once), after every sample added before."""
+        for sample in _progress(samples, self.benchmark, progress):
+            position, self.samples = self.samples, self.samples + 1
+            wanted = [s for s in self.specs if s.key in sample.labels]
+            if not wanted:
+                continue
+            preds = predictor.predict(sample.frame1, sample.frame2)
+            for spec in wanted:
+                if spec.key not in preds:
+                    raise StableMTLError(
+                        f"the predictor returned no `{spec.key}` for `{sample.name}` (it returned: "
+                        f"{', '.join(preds) or 'nothing'}): configure it for the tasks being evaluated"
+                    )
+                label = sample.labels[spec.key]
+                pred = np.asarray(preds[spec.key])
+                _check_prediction(spec, pred, np.shape(label.value), sample)
+                pred = resize_prediction(spec, pred, np.shape(label.value)[:2])
+                if spec.key not in self._accs:
+                    rng = self.depth_range if self.depth_range is not None else DEPTH_RANGES.get(sample.domain)
+                    self._accs[spec.key] = make_accumulator(spec, rng)
+                    self._positions[spec.key] = []
+                acc = self._accs[spec.key]
+                before = acc.frames
+                acc.update(pred, label.value, label.valid)
+                if acc.frames > before:
+                    self._positions[spec.key].append(position)
+        return self
+
+    def result(self) -> EvalResult:
+        """An :class:`EvalResult` holding only tasks that had at least one valid frame."""
+        results = {
+            s.key: TaskResult(task=s.key, frames=self._accs[s.key].frames, metrics=self._accs[s.key].result())
+            for s in self.specs
+            if s.key in self._accs and self._accs[s.key].frames > 0
+        }
+        return EvalResult(benchmark=self.benchmark, tasks=results)
+
+    def frame_statistics(self) -> dict[str, FrameStatistics]:
+        """Task key -> the main metric's per-frame rows, for every task with at least one valid frame."""
+        return {
+            key: FrameStatistics(key, tuple(self._positions[key]), acc.frame_rows(), acc.main_from_sums)
+            for key, acc in self._accs.items()
+            if acc.frames > 0
+        }
+
+
 def evaluate(
     predictor: Predictor,
     samples: Iterable[Sample],
@@ -122,34 +191,8 @@ def evaluate(
     Returns:
         An :class:`EvalResult` holding only tasks that had at least one valid frame.
     """
-    specs = parse_tasks(tasks)
-    accs: dict[str, Accumulator] = {}
-    bar = _progress(samples, benchmark, progress)
-    for sample in bar:
-        wanted = [s for s in specs if s.key in sample.labels]
-        if not wanted:
-            continue
-        preds = predictor.predict(sample.frame1, sample.frame2)
-        for spec in wanted:
-            if spec.key not in preds:
-                raise StableMTLError(
-                    f"the predictor returned no `{spec.key}` for `{sample.name}` (it returned: "
-                    f"{', '.join(preds) or 'nothing'}): configure it for the tasks being evaluated"
-                )
-            label = sample.labels[spec.key]
-            pred = np.asarray(preds[spec.key])
-            _check_prediction(spec, pred, np.shape(label.value), sample)
-            pred = resize_prediction(spec, pred, np.shape(label.value)[:2])
-            if spec.key not in accs:
-                rng = depth_range if depth_range is not None else DEPTH_RANGES.get(sample.domain)
-                accs[spec.key] = make_accumulator(spec, rng)
-            accs[spec.key].update(pred, label.value, label.valid)
-    results = {
-        s.key: TaskResult(task=s.key, frames=accs[s.key].frames, metrics=accs[s.key].result())
-        for s in specs
-        if s.key in accs and accs[s.key].frames > 0
-    }
-    return EvalResult(benchmark=benchmark, tasks=results)
+    evaluation = Evaluation(tasks, benchmark=benchmark, depth_range=depth_range)
+    return evaluation.add(predictor, samples, progress).result()
 
 
 def _progress(samples: Iterable[Sample], name: str, enabled: bool) -> Iterable[Sample]:

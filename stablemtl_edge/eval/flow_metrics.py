@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .accumulate import Accumulator
+from .accumulate import Accumulator, ratio_of_sums
 from .align import align_flow
 from .results import OpticalFlowMetrics, SceneFlowMetrics
 
@@ -46,7 +46,9 @@ class OpticalFlowAccumulator(Accumulator):
         self._epe_sum += float(epe.sum())
         self._outliers += int(((epe > 3.0) & (epe > 0.05 * mag)).sum())
         self._count += epe.size
-        self.frames += 1
+        self._add_frame([epe.sum(), epe.size])
+
+    main_from_sums = staticmethod(ratio_of_sums)  # rows (EPE sum, pixels): pooled
 
     def result(self) -> OpticalFlowMetrics:
         if self._count == 0:
@@ -79,7 +81,9 @@ class SceneFlowAccumulator(Accumulator):
             dtype=np.int64,
         )
         self._count += epe.size
-        self.frames += 1
+        self._add_frame([epe.sum(), epe.size])
+
+    main_from_sums = staticmethod(ratio_of_sums)  # rows (EPE sum, pixels): pooled
 
     def result(self) -> SceneFlowMetrics:
         if self._count == 0:

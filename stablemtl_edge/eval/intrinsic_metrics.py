@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .accumulate import Accumulator
+from .accumulate import Accumulator, ratio_of_sums
 from .align import align_intrinsic
 from .results import IntrinsicMetrics
 
@@ -137,7 +137,9 @@ class IntrinsicAccumulator(Accumulator):
         ok = np.isfinite(values)
         self._sums[ok] += values[ok]
         self._counts[ok] += 1
-        self.frames += 1
+        self._add_frame([values[0] if ok[0] else 0.0, float(ok[0])])
+
+    main_from_sums = staticmethod(ratio_of_sums)  # rows (rmse, 1): a mean of frame values
 
     def result(self) -> IntrinsicMetrics:
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .accumulate import Accumulator
+from .accumulate import Accumulator, ratio_of_sums
 from .results import NormalMetrics
 
 __all__ = ["angular_error_deg", "NormalAccumulator", "MEDIAN_BIN_DEG"]
@@ -46,7 +46,9 @@ class NormalAccumulator(Accumulator):
         self._under += np.array([(err < t).sum() for t in _THRESHOLDS], dtype=np.int64)
         idx = np.minimum((err / MEDIAN_BIN_DEG).astype(np.int64), _NUM_BINS - 1)
         self._hist += np.bincount(idx, minlength=_NUM_BINS)
-        self.frames += 1
+        self._add_frame([err.sum(), err.size])
+
+    main_from_sums = staticmethod(ratio_of_sums)  # rows (error sum, pixels): pooled
 
     def _median(self) -> float:
         # Lower-middle and upper-middle order statistics (as np.median), each at its bin centre.

@@ -53,9 +53,21 @@ class SemanticAccumulator(Accumulator):
         m = np.asarray(valid, dtype=bool) & (gt < NUM_CLASSES)
         if not m.any():
             return
-        self.confusion += confusion_matrix(pred, gt, m)
+        frame = confusion_matrix(pred, gt, m)
+        self.confusion += frame
         self._total += int(m.sum())
-        self.frames += 1
+        self._add_frame(frame)  # mIoU of any frames is that of their summed confusion matrices
+
+    @staticmethod
+    def main_from_sums(sums: np.ndarray) -> np.ndarray:
+        """mIoU of summed flattened confusion matrices ``(..., C * C)`` (as :func:`metrics_from_confusion`)."""
+        conf = np.asarray(sums, dtype=np.float64).reshape(*np.shape(sums)[:-1], NUM_CLASSES, NUM_CLASSES)
+        tp = np.diagonal(conf, axis1=-2, axis2=-1)
+        union = conf.sum(axis=-2) + conf.sum(axis=-1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+        defined = np.isfinite(iou).any(axis=-1)
+        return np.where(defined, np.nansum(iou, axis=-1) / np.maximum(np.isfinite(iou).sum(axis=-1), 1), np.nan)
 
     def result(self) -> SemanticMetrics:
         return metrics_from_confusion(self.confusion, self._total)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stablemtl_edge.calibration import CalibrationResult, GateThresholds, calibrate_artifact
+from stablemtl_edge.calibration import CalibrationResult, GateOptions, GateThresholds, calibrate_artifact
 from stablemtl_edge.artifact.manifest import Manifest
 from tests.runtime.artifact_zoo import copy_artifact
 
@@ -25,10 +25,11 @@ class Calibrated:
 def calibrated_unet(tiny_artifacts, tmp_path_factory) -> Calibrated:
     """``unet`` of the tiny multi-stream artifact in int8, with 2 procedural calibration pairs.
 
-    The threshold is wide (100%): the tiny model has random weights, so what is checked here is the
-    machinery (graphs, manifest, report, runtime path), not the accuracy of a model that predicts noise.
+    The threshold is wide (100%) and 2 held-out frames are trusted: the tiny model has random weights, so
+    what is checked here is the machinery (graphs, manifest, report, runtime path), not the accuracy of a
+    model that predicts noise.
     """
     directory = copy_artifact(Path(tiny_artifacts), tmp_path_factory.mktemp("calib") / "art")
-    result = calibrate_artifact(directory, "procedural", 2, components="unet", gate_frames=2,
+    result = calibrate_artifact(directory, "procedural", 2, components="unet", gate=GateOptions(2, 2, min_frames=1),
                                 thresholds=GateThresholds(1.0), progress=False)
     return Calibrated(directory, result, Manifest.load(directory))

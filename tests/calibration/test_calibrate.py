@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from stablemtl_edge.calibration import GateThresholds, calibrate_artifact, cpu_int8_support
+from stablemtl_edge.calibration import GateOptions, GateThresholds, calibrate_artifact, cpu_int8_support
 from stablemtl_edge.calibration.cli import main
 from stablemtl_edge.calibration.report import CalibrationReport, render_markdown
 from stablemtl_edge.errors import StableMTLError
@@ -32,7 +32,8 @@ def test_int8_set_is_registered_truthfully(calibrated_unet):
     assert unet.inputs == m.entry(Precision.FP32, Component.UNET).inputs  # same contract, fp32 I/O
     q = unet.quantization
     assert q["method"] == "minmax" and q["format"] == "QDQ" and q["calibration_set"]["size"] == 2
-    assert q["gate"]["passed"] and q["quantized_nodes"] > 50 and q["excluded_layers"] > 10
+    assert q["gate"]["passed"] and q["gate"]["options"]["max_frames"] == 2
+    assert q["quantized_nodes"] > 50 and q["excluded_layers"] > 10
     for c in (Component.ENCODER, Component.UNET_MAIN, Component.DECODER):
         e = int8[c]
         assert replace(e, quantization=None) == replace(m.entry(Precision.FP16, c), quantization=None)
@@ -53,6 +54,9 @@ def test_report_has_per_task_metrics_nodes_and_the_cpu_note(calibrated_unet):
     assert [r["label"] for r in report["runs"]] == ["fp32", "fp16", "int8"]
     assert {v["task"] for v in report["gate"]["final"]} == set(TASK_NAMES)
     assert {v["mode"] for v in report["gate"]["final"]} == {"single", "multi"}
+    for v in report["gate"]["int8"]:  # every verdict carries its interval and the frames it used
+        low, high = v["interval"]
+        assert low <= v["relative_change"] <= high and 1 <= v["frames"] <= 2 and v["verdict"] == "pass"
     assert report["components"]["unet"]["quantized_nodes"] > 50
     assert report["cpu"] == cpu_int8_support().to_dict()
     assert set(report["int8_fp32_time_ratio"]) == {"single", "multi"}
@@ -93,23 +97,23 @@ def test_gate_failure_error_mode_then_fallback_mode(calibrated_unet, tmp_path, c
     d = copy_artifact(calibrated_unet.directory, tmp_path / "art")
     before = (d / MANIFEST_NAME).read_bytes()
     # Threshold 0: any change fails. Error mode: the command fails and the manifest is untouched.
-    with pytest.raises(StableMTLError, match="failed the accuracy gate.*manifest is unchanged"):
-        calibrate_artifact(d, "procedural", 2, components="unet", gate_frames=2, thresholds=GateThresholds(0.0),
-                           on_gate_fail="error", progress=False)
+    with pytest.raises(StableMTLError, match="did not pass the accuracy gate.*interval.*manifest is unchanged"):
+        calibrate_artifact(d, "procedural", 2, components="unet", gate=GateOptions(2, 2),
+                           thresholds=GateThresholds(0.0), on_gate_fail="error", progress=False)
     assert (d / MANIFEST_NAME).read_bytes() == before
     assert (d / "int8" / "unet.onnx").is_file()  # the previously registered graph is still in place
     report = json.loads((d / "int8" / "calibration_report.json").read_text())
     assert report["verdict"].startswith("FAILED")
     # Fallback mode through the CLI: unet is left at fp16 and the message says so.
-    code = main([str(d), "--calib-size", "2", "--components", "unet", "--gate-frames", "2", "--gate-threshold", "0",
-                 "--quiet"])
+    code = main([str(d), "--calib-size", "2", "--components", "unet", "--gate-frames", "2", "--gate-max-frames", "2",
+                 "--gate-threshold", "0", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "unet failed the gate" in out and "left at fp16" in out
+    assert "unet did not pass the gate" in out and "left at fp16" in out
     m = Manifest.load(d)
     unet = m.entry(Precision.INT8, Component.UNET)
     assert unet.precision is Precision.FP16 and unet.file == "fp16/unet.onnx"
-    assert "failed the int8 accuracy gate" in unet.quantization["reason"]
+    assert "did not pass the int8 accuracy gate" in unet.quantization["reason"]
     assert not (d / "int8" / "unet.onnx").exists() and "int8/unet.onnx" not in m.files
     ranges = json.loads((d / "int8" / "calibration_report.json").read_text())
     assert ranges["verdict"].startswith("FALLBACK")
@@ -143,7 +147,8 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny_artifacts, capsys):
 @pytest.mark.slow
 def test_default_components_unet_and_main_stream(tiny_artifacts, tmp_path):
     d = copy_artifact(tiny_artifacts, tmp_path / "art")
-    result = calibrate_artifact(d, "procedural", 3, gate_frames=3, thresholds=GateThresholds(1.0), progress=False)
+    result = calibrate_artifact(d, "procedural", 3, gate=GateOptions(3, 3, min_frames=1),
+                                thresholds=GateThresholds(1.0), progress=False)
     assert result.precisions["unet"] == result.precisions["unet_main"] == "int8"
     main_entry = Manifest.load(d).entry(Precision.INT8, Component.UNET_MAIN)
     assert main_entry.quantization["excluded_by_rule"]["task_attention_softmax"] == 16

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from stablemtl_edge.calibration.data import CalibrationRecord, load_calibration_set
-from stablemtl_edge.calibration.gate import GateThresholds, PipelineRun, TaskVerdict, heldout_samples
+from stablemtl_edge.calibration.gate import GateOptions, GateThresholds, PipelineRun, TaskVerdict, heldout_samples
 from stablemtl_edge.calibration.report import (
     CalibrationReport,
     ComponentReport,
@@ -54,13 +54,13 @@ def _report(record: CalibrationRecord) -> CalibrationReport:
     samples = heldout_samples(RES, 2)
     result = evaluate(TrivialBaseline(), samples, progress=False)
     run = PipelineRun("fp32", {"unet": "fp32"}, {"single": result}, {"single": 12.5}, {"single": 7.25})
-    verdicts = tuple(TaskVerdict("single", t, r.main_metric, r.main_value, r.main_value * 1.01, 0.02)
-                     for t, r in result.tasks.items())
+    verdicts = tuple(TaskVerdict("single", t, r.main_metric, r.main_value, r.main_value * 1.01, 0.02, 0.004, 0.016,
+                                 r.frames) for t, r in result.tasks.items())
     return CalibrationReport(
         artifact="art", verdict="PASS: unet in int8; every task within the gate", messages=("a message",),
         cpu=cpu_int8_support(), method="minmax", calibration=record,
-        gate=GateReport("procedural test split, 2 frames", GateThresholds(0.02, {"depth": 0.05}), ("single",),
-                        verdicts, verdicts, {"unet": verdicts[:2]}),
+        gate=GateReport("procedural test split, 2 frames", GateThresholds(0.02, {"depth": 0.05}), GateOptions(2, 4),
+                        ("single",), verdicts, verdicts, {"unet": verdicts[:2]}),
         components={"unet": ComponentReport("int8", "int8/unet.onnx", 60, 12, ("a/Softmax",), {"softmax": 1}, "int8")},
         runs=(run,), int8_fp32_time_ratio={"single": {"total": 1.5, "unet": 2.0}}, tasks=tuple(result.tasks),
     )
@@ -74,7 +74,8 @@ def test_calibration_report_round_trip(record, tmp_path):
     assert loaded.to_dict() == report.to_dict()
     assert loaded.gate == report.gate and loaded.components == report.components and loaded.cpu == report.cpu
     assert loaded.calibration == record and render_markdown(loaded) == render_markdown(report)
-    assert "| depth | abs_rel |" in render_markdown(loaded) and "+1.00%" in render_markdown(loaded)
+    md = render_markdown(loaded)
+    assert "| depth | abs_rel |" in md and "| +1.00% | [+0.40%, +1.60%] | 2 | pass (<= 2.00%) |" in md
 
 
 def test_a_malformed_report_is_one_line_naming_the_file(record, tmp_path):
