@@ -309,6 +309,7 @@ class ComponentEntry:
     external_data: str | None = None
     parity: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
+    flops_per_row: int | None = None  # torch FlopCounterMode at export, one batch row at the export size
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -328,7 +329,7 @@ class ComponentEntry:
         external = d.get("external_data")
         if external is not None and (not isinstance(external, str) or "/" in external or external in ("", ".", "..")):
             raise ManifestSchemaError(f"{where}.external_data", "null or a file name beside the graph", external)
-        quantization = d.get("quantization")
+        quantization, flops = d.get("quantization"), d.get("flops_per_row")
         return cls(
             component=_enum(Component, _get(d, "component", where), f"{where}.component"),
             precision=_enum(Precision, _get(d, "precision", where), f"{where}.precision"),
@@ -343,6 +344,7 @@ class ComponentEntry:
             external_data=external,
             parity=dict(_mapping(d.get("parity") or {}, f"{where}.parity")),
             quantization=None if quantization is None else dict(_mapping(quantization, f"{where}.quantization")),
+            flops_per_row=None if flops is None else _int(flops, f"{where}.flops_per_row", 0),
         )
 
 
@@ -399,6 +401,14 @@ class Manifest:
                 aux = [t for t in entry.inputs if t.name == aux_feature_name(0)]
                 return bool(aux) and aux[0].shape[0] == 1
         return False
+
+    def flops_per_row(self, component: Component | str) -> int | None:
+        """FLOPs of one batch row of ``component`` as counted at export (a multiply-add counts 2), or None for
+        an artifact exported before the count. The computation is the same in every precision set, so an
+        entry without a count (an int8 graph from calibration) takes that of the fp32 or fp16 one."""
+        component = Component.parse(component, "component")
+        counts = [e.flops_per_row for comps in self.components.values() if (e := comps.get(component)) is not None]
+        return next((n for n in counts if n is not None), None)
 
     def component_precisions(self, precision: Precision | str) -> dict[Component, Precision]:
         """What each component of a precision set really runs in: an int8 set keeps the components that

@@ -47,6 +47,7 @@ from ..tasks import TASKS
 from ..artifact.compare import Comparator, default_comparator
 from ..artifact.references import ReferenceSet, check_references
 from .components import ComponentSpec, component_specs, feature_specs
+from .flops import flops_per_row
 from .fp16 import convert_to_fp16
 from .onnx_export import ExportOptions, export_component
 from .parity import OrtSessions, build_references, compare_component, tiny_decoder_agreement, torch_runner
@@ -237,6 +238,8 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
 
     reused, exported = [], []
     with atomic_directory(out, kind="artifact", overwrite=request.overwrite) as tmp:
+        progress(f"counting FLOPs per row at {profile.height}x{profile.width}")
+        flops = flops_per_row(model, specs)
         entries: dict[Precision, dict[Component, ComponentEntry]] = {p: {} for p in request.precisions}
         for precision in request.precisions:
             for component, spec in specs.items():
@@ -245,7 +248,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
                 if key in reusable:
                     for f in reusable[key].paths():
                         _link(out / f, tmp / f)
-                    entries[precision][component] = reusable[key]
+                    entries[precision][component] = replace(reusable[key], flops_per_row=flops[component])
                     reused.append(key)
                     continue
                 progress(f"exporting {key}")
@@ -263,6 +266,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
                     inputs=spec.inputs,
                     outputs=spec.outputs,
                     external_data=data,
+                    flops_per_row=flops[component],
                 )
                 exported.append(key)
 

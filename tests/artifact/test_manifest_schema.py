@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stablemtl_edge.artifact.manifest import MANIFEST_NAME, Manifest
+from stablemtl_edge.artifact.manifest import MANIFEST_NAME, Component, Manifest, Precision
 from stablemtl_edge.errors import StableMTLError
 
 
@@ -62,6 +62,10 @@ CASES = [
     ("files-list", _set("files", ["a"]), "files must be a JSON object"),
     ("features-item", _set("features[0]", 3), "features[0] must be a JSON object, got 3"),
     ("version", _set("format_version", "1"), 'artifact format version "1" is not supported'),
+    ("flops-string", _set("components.fp32.unet.flops_per_row", "5"),
+     'components.fp32.unet.flops_per_row must be an integer >= 0, got "5"'),
+    ("flops-negative", _set("components.fp32.decoder.flops_per_row", -1),
+     "components.fp32.decoder.flops_per_row must be an integer >= 0, got -1"),
 ]
 
 
@@ -112,3 +116,21 @@ def test_the_self_check_refuses_what_the_runtime_refuses(tmp_path, good, capsys)
     assert main(["--artifacts", str(directory), "--verify"]) == 1
     lines = [line for line in capsys.readouterr().out.splitlines() if "manifest" in line]
     assert len(lines) == 1 and "profile.height must be a positive multiple of 64, got -64" in lines[0]
+
+
+def test_flops_are_optional_and_shared_across_precisions(good):
+    """An artifact exported before the FLOP count still loads (n/a); an entry without a count (an int8 graph
+    from calibration) takes the count of the same component in another precision set."""
+    assert all(isinstance(e["flops_per_row"], int) and e["flops_per_row"] > 0
+               for comps in good["components"].values() for e in comps.values())
+    older = copy.deepcopy(good)
+    for comps in older["components"].values():
+        for e in comps.values():
+            del e["flops_per_row"]
+    m = Manifest.from_dict(older)
+    assert all(m.flops_per_row(c) is None for c in m.components[Precision.FP32])
+    partial = copy.deepcopy(good)
+    partial["components"]["fp32"]["unet"]["flops_per_row"] = None
+    m = Manifest.from_dict(partial)
+    assert m.components[Precision.FP32][Component.UNET].flops_per_row is None
+    assert m.flops_per_row("unet") == good["components"]["fp16"]["unet"]["flops_per_row"]
