@@ -13,7 +13,9 @@ zeros(4)]`` on channels with ``task_id`` = canonical task index.
   canonical order (zeros in slots not computed) and fed once to ONE batched ``unet_main`` call, which
   broadcasts them to its k rows (artifacts exported before the broadcast get them tiled to
   ``(k, 7, N_l, C_l)``);
-- then ONE batched ``decoder`` call over the k latents.
+- then the ``decoder`` over the k latents: ONE batched call, or calls of ``decoder_rows`` rows each (the
+  runtime picks per backend: on onnxruntime's CPU provider seven batch-1 calls beat one batch-7 call, whose
+  full-resolution activations do not stay in cache).
 
 So a frame costs k UNet rows single-stream and 7 + k (k = 1: 6 + 1) multi-stream, against 7 per task in
 the official schedule.
@@ -98,6 +100,8 @@ class Scheduler:
         mode: single- or multi-stream.
         rates: task key -> run every n-th frame (missing = 1).
         aux_reuse: multi-stream: recompute the auxiliary features every n-th frame (1 = exact).
+        decoder_rows: batch rows per decoder call (None = all the frame's rows in one call). Rows are
+            independent, so the images are the same either way, to float rounding.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Scheduler:
         mode: Mode,
         rates: Mapping[str, int] | None = None,
         aux_reuse: int = 1,
+        decoder_rows: int | None = None,
     ) -> None:
         self.manifest = manifest
         self.runners = dict(runners)
@@ -117,6 +122,10 @@ class Scheduler:
         self.aux_reuse = int(aux_reuse)
         if any(r < 1 for r in self.rates.values()) or self.aux_reuse < 1:
             raise StableMTLError("task rates and `aux_reuse` must be integers >= 1")
+        if decoder_rows is not None and (type(decoder_rows) is not int or decoder_rows < 1):
+            raise StableMTLError(f"`decoder_rows` must be an integer >= 1 or None (one call), got {decoder_rows!r}")
+        self.decoder_rows = decoder_rows
+        self._images: np.ndarray | None = None  # [7,3,H,W], the decoder calls' rows gathered (split calls only)
         need = [Component.ENCODER, Component.UNET, Component.DECODER]
         if mode is Mode.MULTI:
             need.append(Component.UNET_MAIN)
@@ -259,8 +268,23 @@ class Scheduler:
                 feed[name] = tiled[:1] if self._broadcast else tiled[:k]
             latents = self._call(Component.UNET_MAIN, feed, k, timings, _LATENT)["latent"]  # [k,4,h,w]
         self.last_latents = latents
-        images = self._call(Component.DECODER, {"latent": latents}, len(idx), timings, ("image",))["image"]
+        images = self._decode(latents, timings)  # [k,3,H,W]
         return {t.key: images[i] for i, t in enumerate(due)}  # each [3,H,W]
+
+    def _decode(self, latents: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        """The k latents' images: one call, or calls of ``decoder_rows`` rows gathered into one buffer (a
+        runner may reuse its output buffer on the next call)."""
+        k = len(latents)
+        step = self.decoder_rows or k
+        if step >= k:
+            return self._call(Component.DECODER, {"latent": latents}, k, timings, ("image",))["image"]
+        for i in range(0, k, step):
+            part = self._call(Component.DECODER, {"latent": latents[i : i + step]}, len(latents[i : i + step]),
+                              timings, ("image",))["image"]  # [<=step,3,H,W]
+            if self._images is None or self._images.shape[1:] != part.shape[1:]:
+                self._images = np.empty((NUM_TASKS,) + part.shape[1:], np.float32)
+            self._images[i : i + len(part)] = part
+        return self._images[:k]
 
     def _auxiliary(self, z: np.ndarray, pair: tuple[np.ndarray, np.ndarray] | None, main: tuple[int, ...],
                    frame_index: int | None, timings: dict[str, float]) -> None:

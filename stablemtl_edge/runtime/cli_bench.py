@@ -8,6 +8,12 @@ multi-stream model (6 auxiliary + 1 main) or 1 in the single-stream one, no shar
 With ``--soak N`` it also streams N frames from a source twice as fast as inference (latest frame wins)
 and reports p99 latency over mean service time and the slope of the resident memory.
 
+Per component it reports the achieved FLOP/s (FLOPs per row, counted at export, times rows per frame over
+time per frame) and its fraction of the machine's peak, measured in the same process by a one-second GEMM
+probe through the same onnxruntime providers and threads (:mod:`.peak`): how far each component is from
+the limit. The decoder's rows per call (``--decoder-rows``: the backend's default, ``all`` or N) are shown,
+and a list sweeps them.
+
 The results are printed as Markdown tables and written as JSON. Nothing is asserted: this is a
 measurement, its numbers depend on the machine.
 """
@@ -30,13 +36,16 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import StableMTLError
-from ..cli.parsers import nonnegative_int, parse_hw, positive_int
+from ..artifact.manifest import Component, Precision
+from ..cli.parsers import nonnegative_float, nonnegative_int, parse_hw, parse_list, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
-from .api import Runtime
+from .api import DECODER_ROWS_AUTO, Runtime, parse_decoder_rows
+from .backends.onnxruntime import OnnxRuntimeRunner
 from .cli_args import add_runtime_args, options_label, runtime_option_grid
 from .preprocess import Letterbox
 from .official_schedule import OfficialSchedule
 from .options import RuntimeOptions
+from .peak import measure_gemm_peaks
 from .sources import PatternSource, open_source
 from .sinks import Sink, StreamItem
 from .stream import DropPolicy, Stream
@@ -44,6 +53,10 @@ from .stream import DropPolicy, Stream
 __all__ = [
     "BenchSettings",
     "bench_config",
+    "config_label",
+    "flop_rates",
+    "flop_table",
+    "gemm_peaks",
     "soak",
     "current_rss_bytes",
     "peak_rss_bytes",
@@ -54,6 +67,7 @@ __all__ = [
 MODEL_STAGES = ("encoder", "unet", "unet_main", "decoder")
 STAGES = ("preprocess",) + MODEL_STAGES + ("postprocess", "total")
 _ROWS = ("encoder_rows", "unet_rows", "unet_main_rows", "decoder_rows")
+_CALLS = ("encoder_calls", "unet_calls", "unet_main_calls", "decoder_calls")
 
 
 # -- memory ------------------------------------------------------------------------------------------------------
@@ -93,6 +107,7 @@ class BenchSettings:
         size: frame size ``(H, W)``; None = the artifact's processing size.
         source: a source spec (:func:`.sources.open_source`) whose first frames are used, None = a test pattern.
         baseline: also time the official schedule.
+        peak_seconds: time budget of the GEMM peak probe (0 = no probe: fractions of peak are n/a).
     """
 
     frames: int = 20
@@ -100,6 +115,7 @@ class BenchSettings:
     size: tuple[int, int] | None = None
     source: str | None = None
     baseline: bool = True
+    peak_seconds: float = 1.0
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -127,10 +143,57 @@ def _frames(settings: BenchSettings, resolution: tuple[int, int], count: int) ->
         return [f.image for f in src]
 
 
-def bench_config(options: RuntimeOptions, settings: BenchSettings) -> dict[str, Any]:
+def config_label(options: RuntimeOptions, decoder_rows: int | str = DECODER_ROWS_AUTO) -> str:
+    """:func:`.cli_args.options_label`, with ``+dec<N|all>`` when the decoder's rows per call were asked for."""
+    rows = parse_decoder_rows(decoder_rows)
+    return options_label(options) + ("" if rows == DECODER_ROWS_AUTO else f"+dec{rows}")
+
+
+def gemm_peaks(rt: Runtime, seconds: float) -> tuple[dict[str, dict[str, Any]], str]:
+    """The GEMM probe through the runtime's own onnxruntime providers and threads, and a note on it."""
+    if seconds <= 0:
+        return {}, "no GEMM probe (--peak-seconds 0)"
+    runner = rt.runners[Component.ENCODER]
+    if not isinstance(runner, OnnxRuntimeRunner):
+        return {}, f"no GEMM probe for the {rt.backend.value} backend (onnxruntime only)"
+    peaks = measure_gemm_peaks(runner.providers, runner.threads, seconds)
+    note = ", ".join(f"{p} {g.flops_per_s / 1e9:.0f} GFLOP/s ({g.provider}, {g.n}x{g.n}, best of {g.calls})"
+                     for p, g in peaks.items())
+    return {p: g.to_dict() for p, g in peaks.items()}, note
+
+
+def flop_rates(rt: Runtime, stages_ms: Mapping[str, Mapping[str, float]], rows: Mapping[str, float],
+               calls: Mapping[str, float], peaks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per component: FLOPs per row (from the manifest), rows per frame and call, achieved FLOP/s and its
+    fraction of the probe's peak in the component's precision (fp32's when that precision was not probed)."""
+    out = {}
+    for slot, runner in rt.runners.items():
+        entry = runner.entry
+        flops = entry.flops_per_row if entry.flops_per_row is not None else rt.manifest.flops_per_row(entry.component)
+        ms, n = stages_ms[slot.value]["mean"], rows[f"{slot.value}_rows"]
+        achieved = flops * n / (ms * 1e-3) if flops is not None and ms > 0 and n > 0 else None
+        peak_key = entry.precision.value if entry.precision.value in peaks else Precision.FP32.value
+        peak = peaks.get(peak_key, {}).get("flops_per_s")
+        out[slot.value] = {
+            "graph": entry.component.value,
+            "precision": entry.precision.value,
+            "flops_per_row": flops,
+            "rows_per_frame": n,
+            "rows_per_call": n / c if (c := calls[f"{slot.value}_calls"]) else None,
+            "ms_per_frame": ms,
+            "achieved_flops_per_s": achieved,
+            "peak_precision": peak_key if peak is not None else None,
+            "fraction_of_peak": achieved / peak if achieved is not None and peak else None,
+        }
+    return out
+
+
+def bench_config(options: RuntimeOptions, settings: BenchSettings,
+                 decoder_rows: int | str = DECODER_ROWS_AUTO) -> dict[str, Any]:
     """Measure one configuration in this process; returns a JSON-ready record."""
     rss0 = current_rss_bytes()
-    with Runtime.from_options(options) as rt:
+    with Runtime.from_options(options, decoder_rows=decoder_rows) as rt:
+        peaks, peak_note = gemm_peaks(rt, settings.peak_seconds)
         frames = _frames(settings, rt.resolution, settings.warmup + settings.frames)
         n = len(frames)
         ours: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -148,10 +211,12 @@ def bench_config(options: RuntimeOptions, settings: BenchSettings) -> dict[str, 
                     ours[s].append(res.timings_ms.get(s, 0.0))
         counted = rt.counters
         rows = {k: (counted[k] - rows_before[k]) / settings.frames for k in _ROWS}
+        calls = {k: (counted[k] - rows_before[k]) / settings.frames for k in _CALLS}
+        stages_ms = {s: _percentiles(ours[s]) for s in STAGES}
         model = [sum(ours[s][j] for s in MODEL_STAGES) for j in range(settings.frames)]
         overhead = [t - m for t, m in zip(ours["total"], model)]
         record: dict[str, Any] = {
-            "config": options_label(options),
+            "config": config_label(options, decoder_rows),
             "mode": rt.mode.value,
             "backend": rt.backend.value,
             "precision": rt.precision.value,
@@ -163,12 +228,18 @@ def bench_config(options: RuntimeOptions, settings: BenchSettings) -> dict[str, 
             "frame_hw": list(frames[0].shape[:2]),
             "resolution": list(rt.resolution),
             "frames": settings.frames,
-            "stages_ms": {s: _percentiles(ours[s]) for s in STAGES},
+            "stages_ms": stages_ms,
             "wall_ms": _percentiles(wall),
             "fps": 1e3 / float(np.mean(wall)),
             "overhead_ms": _percentiles(overhead),
             "overhead_pct": 100.0 * float(np.mean(overhead)) / float(np.mean(ours["total"])),
             "rows_per_frame": rows,
+            "calls_per_frame": calls,
+            "decoder_rows_per_call": rt.decoder_rows,  # None: all of a frame's rows in one call
+            "decoder_batching": rt.decoder_batching,
+            "gemm_peak": peaks,
+            "gemm_peak_note": peak_note,
+            "flops": flop_rates(rt, stages_ms, rows, calls, peaks),
         }
         if settings.baseline:
             official = OfficialSchedule(rt)
@@ -293,6 +364,8 @@ def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any
         )
     # A precision set that is not what its name says (an int8 set with fp16 fallbacks) is spelled out.
     lines += [""] + [f"{r['config']}: {r['precision_set']}" for r in mixed] if mixed else []
+    lines += [""] + [f"{r['config']}: decoder {r['decoder_batching']}" for r in results if "decoder_batching" in r]
+    lines += flop_table(results)
     lines += ["", "| config | stage | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|---|"]
     for r in results:
         for s in STAGES:
@@ -317,11 +390,32 @@ def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any
     return "\n".join(lines)
 
 
-def _isolated(options: RuntimeOptions, settings: BenchSettings) -> dict[str, Any]:
+def flop_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per component: GFLOP per row, rows per frame and call, achieved GFLOP/s and its fraction of the peak
+    (n/a where the artifact records no FLOPs or no probe ran), then each configuration's probe."""
+    lines = ["", "| config | component | GFLOP/row | rows/frame | rows/call | ms/frame | GFLOP/s | fraction of peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for slot, f in r.get("flops", {}).items():
+            name = slot if f["graph"] == slot else f"{slot} ({f['graph']})"
+            per_row = f["flops_per_row"] / 1e9 if f["flops_per_row"] is not None else None
+            rate = f["achieved_flops_per_s"] / 1e9 if f["achieved_flops_per_s"] is not None else None
+            share = (f"{f['fraction_of_peak']:.2f} of {f['peak_precision']}" if f["fraction_of_peak"] is not None
+                     else "n/a")
+            lines.append(
+                f"| {r['config']} | {name} | {_fmt(per_row, '.3g') if per_row is not None else 'n/a'} | "
+                f"{_fmt(f['rows_per_frame'], 'g')} | {_fmt(f['rows_per_call'], '.3g')} | "
+                f"{_fmt(f['ms_per_frame'], '.2f')} | {_fmt(rate, '.1f') if rate is not None else 'n/a'} | {share} |"
+            )
+    notes = [f"{r['config']}: GEMM peak {r['gemm_peak_note']}" for r in results if "gemm_peak_note" in r]
+    return lines + ([""] + notes if notes else [])
+
+
+def _isolated(options: RuntimeOptions, settings: BenchSettings, decoder_rows: int | str) -> dict[str, Any]:
     """Run :func:`bench_config` in a fresh process, so its peak RSS is its own."""
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(bench_config, options, settings).result()
+        return pool.submit(bench_config, options, settings, decoder_rows).result()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,6 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", default=None, help="take frames from this source (video, folder...) instead of a test pattern"
     )
     b.add_argument("--no-baseline", action="store_true", help="skip the official schedule")
+    b.add_argument(
+        "--decoder-rows", default=DECODER_ROWS_AUTO, metavar="LIST",
+        help="comma-separated rows per decoder call to sweep: `auto` (the backend's default: 1 on onnxruntime's "
+             "CPU provider, all of a frame's rows elsewhere), `all` (one call) or N; `1,all` times both",
+    )  # fmt: skip
+    b.add_argument(
+        "--peak-seconds", type=nonnegative_float, default=1.0, metavar="S",
+        help="time budget of the GEMM peak probe each configuration's fraction of peak is measured against "
+             "(0 = no probe)",
+    )  # fmt: skip
     b.add_argument("--no-isolate", action="store_true",
                    help="measure every configuration in this process (peak RSS is then cumulative)")  # fmt: skip
     b.add_argument(
@@ -355,20 +459,23 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 def _bench(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.warmup < 0 or args.soak < 0:
         raise StableMTLError("--frames must be >= 1, --warmup and --soak >= 0")
-    settings = BenchSettings(args.frames, args.warmup, _parse_size(args.size), args.source, not args.no_baseline)
-    grid = runtime_option_grid(args)
+    settings = BenchSettings(args.frames, args.warmup, _parse_size(args.size), args.source, not args.no_baseline,
+                             args.peak_seconds)
+    decoder_rows = [parse_decoder_rows(v) for v in parse_list(args.decoder_rows)] or [DECODER_ROWS_AUTO]
+    grid = [(o, d) for o in runtime_option_grid(args) for d in decoder_rows]
     results = []
-    for i, options in enumerate(grid, 1):
-        print(f"[{i}/{len(grid)}] {options_label(options)}: {settings.frames} frames"
+    for i, (options, rows) in enumerate(grid, 1):
+        print(f"[{i}/{len(grid)}] {config_label(options, rows)}: {settings.frames} frames"
               f"{' + official schedule' if settings.baseline else ''}", file=sys.stderr, flush=True)  # fmt: skip
-        results.append(bench_config(options, settings) if args.no_isolate else _isolated(options, settings))
+        results.append(bench_config(options, settings, rows) if args.no_isolate
+                       else _isolated(options, settings, rows))
     soak_result = None
     if args.soak:
         print(
-            f"soak: {args.soak} frames at twice the inference rate ({options_label(grid[0])})",
+            f"soak: {args.soak} frames at twice the inference rate ({options_label(grid[0][0])})",
             file=sys.stderr, flush=True,
         )  # fmt: skip
-        soak_result = soak(grid[0], args.soak, settings.size)
+        soak_result = soak(grid[0][0], args.soak, settings.size)
     table = markdown(results, soak_result)
     print(table)
     if args.json is not None:

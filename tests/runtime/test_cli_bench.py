@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from stablemtl_edge.artifact.manifest import Manifest
 from stablemtl_edge.runtime import Runtime
-from stablemtl_edge.runtime.cli_bench import BenchSettings, bench_config, main, soak
+from stablemtl_edge.runtime.cli_bench import BenchSettings, bench_config, main, markdown, soak
 from stablemtl_edge.runtime.official_schedule import OfficialSchedule
 from stablemtl_edge.runtime.options import RuntimeOptions
 from stablemtl_edge.runtime.sources import PatternSource
@@ -99,3 +100,49 @@ def test_bench_writes_no_file_unasked(artifacts, tmp_path, monkeypatch, capsys):
     assert main(["-a", str(artifacts), "--mode", "single", "--tasks", "depth", "--frames", "1", "--warmup", "0",
                  "--no-baseline", "--no-isolate"]) == 0  # fmt: skip
     assert "| single/" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
+
+
+def test_an_artifact_without_flops_says_n_a(artifacts):
+    """The toy graphs record no FLOPs: achieved rate and fraction of peak are n/a, the probe still runs."""
+    options = RuntimeOptions.parse(artifacts, tasks="all", mode="multi", backend="onnxruntime")
+    r = bench_config(options, BenchSettings(frames=2, warmup=1, baseline=False, peak_seconds=0.2))
+    assert r["gemm_peak"]["fp32"]["flops_per_s"] > 0 and "fp32" in r["gemm_peak_note"]
+    assert set(r["flops"]) == {"encoder", "unet", "unet_main", "decoder"}
+    for f in r["flops"].values():
+        assert f["flops_per_row"] is None and f["achieved_flops_per_s"] is None and f["fraction_of_peak"] is None
+    assert r["flops"]["decoder"]["rows_per_call"] == 1 and r["decoder_rows_per_call"] == 1  # auto on the CPU
+    lines = [line for line in markdown([r]).splitlines() if line.startswith("| multi/onnxruntime/fp32 | unet_main |")
+             and line.count("|") == 9]  # the FLOP table's row, not the stage table's
+    assert len(lines) == 1 and lines[0].count("n/a") == 3
+
+
+def test_achieved_flops_and_fraction_of_peak_from_the_manifest(tiny_artifacts):
+    options = RuntimeOptions.parse(tiny_artifacts, tasks="all", mode="multi", backend="onnxruntime")
+    r = bench_config(options, BenchSettings(frames=2, warmup=1, baseline=False, peak_seconds=0.2), "all")
+    manifest = Manifest.load(tiny_artifacts)
+    peak = r["gemm_peak"]["fp32"]["flops_per_s"]
+    for component, f in r["flops"].items():
+        assert f["flops_per_row"] == manifest.flops_per_row(component) > 0
+        ms, rows = r["stages_ms"][component]["mean"], r["rows_per_frame"][f"{component}_rows"]
+        assert f["rows_per_frame"] == rows and f["ms_per_frame"] == ms
+        assert f["achieved_flops_per_s"] == pytest.approx(f["flops_per_row"] * rows / (ms * 1e-3))
+        assert f["peak_precision"] == "fp32" and f["fraction_of_peak"] == pytest.approx(f["achieved_flops_per_s"] / peak)
+    assert r["flops"]["decoder"]["rows_per_call"] == 7 and r["decoder_rows_per_call"] is None
+    assert r["config"] == "multi/onnxruntime/fp32+decall" and r["decoder_batching"] == "all rows in one call (asked)"
+
+
+def test_the_cli_sweeps_decoder_rows_and_shows_the_choice(artifacts, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["-a", str(artifacts), "--mode", "single", "--tasks", "depth,normal", "--backend", "onnxruntime",
+                 "--frames", "1", "--warmup", "0", "--no-baseline", "--no-isolate", "--decoder-rows", "auto,all", "--peak-seconds", "0",
+                 "--json", str(out)]) == 0  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    assert [r["config"] for r in results] == ["single/onnxruntime/fp32", "single/onnxruntime/fp32+decall"]
+    assert [r["calls_per_frame"]["decoder_calls"] for r in results] == [2, 1]
+    assert [r["gemm_peak"] for r in results] == [{}, {}]
+    table = capsys.readouterr().out
+    assert "single/onnxruntime/fp32: decoder 1 row per call (auto: onnxruntime CPU)" in table
+    assert "single/onnxruntime/fp32+decall: decoder all rows in one call (asked)" in table
+    assert "GEMM peak no GEMM probe (--peak-seconds 0)" in table
+    assert main(["-a", str(artifacts), "--decoder-rows", "0", "--no-isolate"]) == 1
+    assert "`decoder_rows` must be `auto`" in capsys.readouterr().err

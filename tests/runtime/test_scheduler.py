@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stablemtl_edge.artifact.manifest import Mode
+from stablemtl_edge.errors import StableMTLError
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.tasks import TASK_NAMES, get_task
 from tests.runtime.artifact_zoo import HEIGHT, WIDTH, ToyModel
@@ -38,25 +39,54 @@ def deltas(rt: Runtime, seq: list[np.ndarray]) -> list[dict[str, int]]:
     return out
 
 
+def decoder_calls(k: int, decoder_rows: int | str) -> int:
+    """Decoder calls for k rows: one batched call (``all``), one per row (``auto`` on the CPU provider), or
+    calls of n rows."""
+    if decoder_rows == "all":
+        return 1
+    return k if decoder_rows == "auto" else -(-k // int(decoder_rows))
+
+
+@pytest.mark.parametrize("decoder_rows", ["all", "auto", 2])
 @pytest.mark.parametrize("tasks", [["depth"], ["depth", "semantic"], list(ONE_FRAME)])
-def test_single_stream_costs_k_rows_in_one_call(multi_dir, tasks):
-    with Runtime.from_artifacts(multi_dir, tasks=tasks, mode="single") as rt:
+def test_single_stream_costs_k_rows_in_one_unet_call(multi_dir, tasks, decoder_rows):
+    with Runtime.from_artifacts(multi_dir, tasks=tasks, mode="single", decoder_rows=decoder_rows) as rt:
         for d in deltas(rt, frames(3)):
             k = len(tasks)
             assert d == {"frames": 1, "encoder_rows": 1, "encoder_calls": 1, "unet_rows": k, "unet_calls": 1,
-                         "unet_main_rows": 0, "unet_main_calls": 0, "decoder_rows": k, "decoder_calls": 1}
+                         "unet_main_rows": 0, "unet_main_calls": 0, "decoder_rows": k,
+                         "decoder_calls": decoder_calls(k, decoder_rows)}
 
 
+@pytest.mark.parametrize("decoder_rows", ["all", "auto", 3])
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
-def test_multi_stream_costs_7_plus_k_rows(multi_dir, k):
+def test_multi_stream_costs_7_plus_k_rows(multi_dir, k, decoder_rows):
     tasks = list(ONE_FRAME[:k])
-    with Runtime.from_artifacts(multi_dir, tasks=tasks, mode="multi") as rt:
+    with Runtime.from_artifacts(multi_dir, tasks=tasks, mode="multi", decoder_rows=decoder_rows) as rt:
         for d in deltas(rt, frames(3)):
             aux = 6 if k == 1 else 7
             assert d["unet_rows"] == aux and d["unet_calls"] == 1
             assert d["unet_main_rows"] == k and d["unet_main_calls"] == 1
-            assert d["decoder_rows"] == k and d["decoder_calls"] == 1
+            assert d["decoder_rows"] == k and d["decoder_calls"] == decoder_calls(k, decoder_rows)
             assert d["encoder_rows"] == 1  # encode once per frame
+
+
+@pytest.mark.parametrize(("decoder_rows", "rows", "batching"), [
+    ("auto", 1, "1 row per call (auto: onnxruntime CPU)"),
+    ("all", None, "all rows in one call (asked)"),
+    ("2", 2, "2 rows per call (asked)"),
+])
+def test_decoder_batching_is_chosen_per_backend_and_said(multi_dir, decoder_rows, rows, batching):
+    with Runtime.from_artifacts(multi_dir, tasks="depth", mode="single", backend="onnxruntime",
+                                decoder_rows=decoder_rows) as rt:
+        assert rt.decoder_rows == rows == rt.scheduler.decoder_rows and rt.decoder_batching == batching
+
+
+@pytest.mark.parametrize("bad", [0, -1, "some", 1.5, True])
+def test_bad_decoder_rows_are_refused_in_one_line(multi_dir, bad):
+    with pytest.raises(StableMTLError, match="`decoder_rows` must be `auto`") as e:
+        Runtime.from_artifacts(multi_dir, tasks="depth", decoder_rows=bad)
+    assert "\n" not in str(e.value)
 
 
 def test_all_seven_tasks_multi_stream(multi_dir):
