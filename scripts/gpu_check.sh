@@ -12,7 +12,8 @@
 # the stored references; the onnxruntime self-check. Each step runs under its own time budget, cut to what
 # is left of the total; a step that fails, times out or lacks what it needs is recorded and the run goes on.
 # A step whose input failed is skipped with that reason; in the dry run the GPU steps are skipped with the
-# reason TensorRT or CUDA is missing here.
+# reason TensorRT or CUDA is missing here. Off the dry run, a machine without them stops after the probe
+# (its GPU steps failed with the reason) unless --keep-going.
 #
 # Writes to --out (default: $OUT): gpu_check.json (every step: status, seconds, budget, reason, result
 # JSON), summary.md (the table also printed at the end), bench.md, gpu_check.log. The work directory
@@ -29,7 +30,7 @@ SKIP_RC=99 # a step's exit status meaning "skipped"; its last line of output say
 usage() {
     cat <<EOF
 usage: scripts/gpu_check.sh [--dry-run] [--out DIR] [--work DIR] [--python PY] [--wheels DIR]
-                            [--preset NAME] [--size HxW] [--budget S] [--opt-level N]
+                            [--preset NAME] [--size HxW] [--budget S] [--opt-level N] [--keep-going]
 
   --dry-run      no GPU: a tiny preset at a small size, GPU steps skipped with the reason
   --out DIR      where the JSON, tables and log go (default: \$OUT)
@@ -40,11 +41,13 @@ usage: scripts/gpu_check.sh [--dry-run] [--out DIR] [--work DIR] [--python PY] [
   --size HxW     processing size (default: 384x512; dry run: 64x64)
   --budget S     total time budget in seconds (default: 480; dry run: 900)
   --opt-level N  TensorRT builder optimisation level (default: 3)
+  --keep-going   without TensorRT or CUDA, still run the CPU steps (default: stop after the probe,
+                 so a machine that cannot build engines costs seconds, not the export's minutes)
 EOF
 }
 
 parse_args() {
-    DRY_RUN=0 OUT_DIR=${OUT:-} WORK="" PY="" WHEELS="" PRESET="" SIZE="" TOTAL="" OPT_LEVEL=3
+    DRY_RUN=0 OUT_DIR=${OUT:-} WORK="" PY="" WHEELS="" PRESET="" SIZE="" TOTAL="" OPT_LEVEL=3 KEEP_GOING=0
     while (($#)); do
         case $1 in
         --dry-run) DRY_RUN=1 ;;
@@ -56,6 +59,7 @@ parse_args() {
         --size) SIZE=$2 && shift ;;
         --budget) TOTAL=$2 && shift ;;
         --opt-level) OPT_LEVEL=$2 && shift ;;
+        --keep-going) KEEP_GOING=1 ;;
         -h | --help) usage && exit 0 ;;
         *) echo "gpu_check.sh: unknown argument \`$1\` (see --help)" >&2 && exit 2 ;;
         esac
@@ -189,6 +193,14 @@ run_step() {
         record "$name" skipped 0 "$budget" "dry run: ${GPU_MISSING}"
         return
     fi
+    if [[ -n ${STOPPED:-} ]]; then
+        if ((gpu)); then
+            record "$name" failed 0 "$budget" "not run: ${GPU_MISSING}"
+        else
+            record "$name" skipped 0 "$budget" "$STOPPED"
+        fi
+        return
+    fi
     for need in "$@"; do
         local status_var="STATUS_$need"
         if [[ ${!status_var:-} != ok ]]; then
@@ -241,6 +253,9 @@ main() {
     run_step env 60
     GPU_MISSING=$(py -c 'import json, sys; print("; ".join(json.load(open(sys.argv[1]))["missing"]))' \
         "$RES/env.json" 2>/dev/null) || GPU_MISSING="TensorRT and CUDA not probed (step env is ${STATUS_env:-not run})"
+    if ((!DRY_RUN && !KEEP_GOING)) && [[ -n $GPU_MISSING ]]; then
+        STOPPED="stopped after the probe: this machine cannot build TensorRT engines (--keep-going runs the CPU steps)"
+    fi
     run_step checkpoint "$(pick 90 120)"
     run_step tiny_decoder "$(pick 90 120)" checkpoint
     run_step export "$(pick 300 420)" checkpoint

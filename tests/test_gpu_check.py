@@ -35,6 +35,17 @@ def dry_run(tmp_path: Path, *extra: str, timeout: float = 1200) -> tuple[dict, s
     return json.loads((out / "gpu_check.json").read_text(encoding="utf-8")), proc.stdout
 
 
+def gpu_ready() -> bool:
+    from stablemtl_edge import cuda
+    from stablemtl_edge.errors import StableMTLError
+
+    try:
+        cuda.device_info(0)
+    except StableMTLError:
+        return False
+    return importlib.util.find_spec("tensorrt") is not None
+
+
 def steps_by_name(report: dict) -> dict[str, dict]:
     assert [s["name"] for s in report["steps"]] == STEPS
     return {s["name"]: s for s in report["steps"]}
@@ -61,6 +72,25 @@ def test_spent_budget_skips_every_step_with_its_reason(tmp_path: Path) -> None:
         assert steps[name]["reason"] == "dry run: TensorRT and CUDA not probed (step env is skipped)"
     assert "| export | skipped |" in stdout
     assert stdout.strip().endswith((tmp_path / "out" / "summary.md").read_text(encoding="utf-8").strip())
+
+
+def test_device_mode_without_tensorrt_stops_after_the_probe(tmp_path: Path) -> None:
+    if gpu_ready():
+        pytest.skip("TensorRT and a CUDA device are here: the device mode would run the real check")
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(SCRIPT), "--out", str(out), "--work", str(tmp_path / "work"),
+                           "--python", sys.executable], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "gpu_check.json").read_text(encoding="utf-8"))
+    steps = steps_by_name(report)
+    assert not report["dry_run"] and (report["preset"], report["size"]) == ("sd2", "384x512")
+    assert steps["env"]["status"] == "ok"
+    missing = "; ".join(steps["env"]["result"]["missing"])
+    for name in GPU_STEPS:
+        assert (steps[name]["status"], steps[name]["reason"]) == ("failed", f"not run: {missing}")
+    for name in set(STEPS) - GPU_STEPS - {"env"}:
+        assert steps[name]["status"] == "skipped" and steps[name]["reason"].startswith("stopped after the probe")
+    assert not (tmp_path / "work" / "checkpoint").exists()
 
 
 @pytest.mark.slow
