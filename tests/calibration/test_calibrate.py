@@ -139,6 +139,9 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny_artifacts, capsys):
     assert "unknown component `unet_mian`" in capsys.readouterr().err
     assert main([str(d), "--gate-threshold", "depht:0.1", "--quiet"]) == 1
     assert "unknown task" in capsys.readouterr().err
+    assert main([str(d), "--gate-frames", "24", "--gate-max-frames", "12", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "frame cap (12) is below its first frame count (24)" in err and err.count("\n") == 1
     assert main([str(tmp_path / "nothing"), "--quiet"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert Manifest.load(d).precisions() == Manifest.load(tiny_artifacts).precisions()
