@@ -337,9 +337,11 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             fb = _fallback_entry(manifest, Component(name))
             messages.append(f"{name} did not pass the gate ({why}); left at {fb.precision.value} (`{fb.file}`), "
                             "its int8 graph discarded")
-        if any(v.verdict is Verdict.INCONCLUSIVE for v in all_verdicts):
-            messages.append("an inconclusive verdict (an interval still straddling the threshold at the frame cap) "
-                            "counts as not passed: more held-out frames (--gate-max-frames) can settle it")
+        judged = [*all_verdicts, *(v for vs in ablations.values() for v in vs), *final_verdicts]
+        if any(v.verdict is Verdict.INCONCLUSIVE for v in judged):
+            messages.append("an inconclusive verdict (at the frame cap, an interval still straddling the threshold "
+                            "or too few frames of the task) counts as not passed: more held-out frames "
+                            "(--gate-max-frames) can settle it")
     # Commit: move the kept graphs out of the staging folder; registered graphs of the others go away.
     for c in chosen:
         final_rel = graph_file(Precision.INT8, c)
