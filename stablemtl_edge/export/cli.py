@@ -6,6 +6,7 @@ Subcommands (``export`` is the default, so ``stablemtl-export demo --out DIR`` w
     stablemtl-export build DIR --precision fp16|int8        (on the target, needs TensorRT)
     stablemtl-export import-official --single-stream PTH --multi-stream DIR|TAR --sd2 DIR --out CKPT
     stablemtl-export bench DIR                              (onnxruntime vs torch timing table)
+    stablemtl-export triton DIR --out REPO                  (a Triton Inference Server model repository)
 
 An artifact re-checks itself on the target, without torch: ``stablemtl-doctor --artifacts DIR --verify``.
 
@@ -29,7 +30,7 @@ __all__ = [
     "main", "build_parser", "parse_resolution", "parse_dynamic_hw"
 ]
 
-COMMANDS = ("export", "verify", "build", "build-engine", "import-official", "bench")
+COMMANDS = ("export", "verify", "build", "build-engine", "import-official", "bench", "triton")
 
 
 def _say(message: str) -> None:
@@ -173,6 +174,28 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- triton ----------------------------------------------------------------------------------------------------
+def _triton(args: argparse.Namespace) -> int:
+    from ..serving.triton_repository import Executor, InstanceKind, RepositoryOptions, write_repository
+
+    options = RepositoryOptions(
+        precisions=parse_precisions(args.precisions) if args.precisions else None,
+        precision=Precision.parse(args.precision, "precision"),
+        instances=args.instances,
+        kind=InstanceKind.parse(args.kind, "kind"),
+        dynamic_batching=not args.no_dynamic_batching,
+        max_queue_delay_us=args.max_queue_delay_us,
+        executor=Executor.parse(args.executor, "executor"),
+        copy=args.copy,
+        max_streams=args.max_streams,
+    )
+    result = write_repository(Path(args.directory), Path(args.out), options, overwrite=args.overwrite)
+    for reason in result.skipped:
+        _say(f"engine left out: {reason}")
+    print(f"PASSED triton -> {result.directory} ({len(result.models)} models: {', '.join(sorted(result.models))})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(
@@ -241,6 +264,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=positive_int, default=5, help="timed runs per component and engine")
     p.add_argument("--threads", type=positive_int, default=2, help="threads for both torch and onnxruntime")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("triton", formatter_class=fmt,
+                       help="artifact -> a Triton Inference Server model repository (components + frame model)")
+    p.add_argument("directory", help="artifact directory (written by `stablemtl-export`)")
+    p.add_argument("--out", required=True, help="model repository to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a repository of ours already at --out")
+    p.add_argument("--precision", default="fp32", help="the precision the `stablemtl` frame model runs")
+    p.add_argument("--precisions", default=None,
+                   help="comma-separated precisions to write component models for (default: every exported one)")
+    p.add_argument("--instances", type=positive_int, default=1, help="instances per model (per GPU for GPU models)")
+    p.add_argument("--kind", default="gpu", choices=["gpu", "cpu"], help="where component model instances run")
+    p.add_argument("--no-dynamic-batching", action="store_true", help="serve batchable components without batching")
+    p.add_argument("--max-queue-delay-us", type=positive_int, default=500,
+                   help="how long the dynamic batcher waits to fill a batch, microseconds")
+    p.add_argument("--executor", default="inprocess", choices=["inprocess", "bls"],
+                   help="how the frame model runs the components: onnxruntime in its own process, or BLS calls "
+                        "to the component models (the GPU-server path)")
+    p.add_argument("--max-streams", type=positive_int, default=16,
+                   help="camera streams (Triton sequences) one frame-model instance keeps state for")
+    p.add_argument("--copy", action="store_true",
+                   help="copy the files (a self-contained folder to mount or ship) instead of linking them")
+    p.set_defaults(func=_triton)
     return parser
 
 
