@@ -86,6 +86,7 @@ class Runtime:
         rates: Mapping[str, int] | None = None,
         aux_reuse: int = 1,
         decoder_rows: int | str = DECODER_ROWS_AUTO,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.manifest = manifest
         self.directory = directory
@@ -96,7 +97,9 @@ class Runtime:
         self._specs = tuple(tasks)
         self.rates = dict(rates or {})  # validated by RuntimeOptions: requested tasks, integers >= 1
         rows = parse_decoder_rows(decoder_rows)
-        if rows == DECODER_ROWS_AUTO:
+        if scheduler is not None:  # backend `triton`: a remote schedule (runtime/backends/triton.py)
+            self.decoder_rows, why = None, "on the server"
+        elif rows == DECODER_ROWS_AUTO:
             self.decoder_rows, why = _default_decoder_rows(backend, self.runners[Component.DECODER])
         else:
             self.decoder_rows, why = (None if rows == DECODER_ROWS_ALL else rows), "asked"
@@ -105,7 +108,8 @@ class Runtime:
             f"{self.decoder_rows} row{'s' if self.decoder_rows > 1 else ''} per call ({why})"
             if self.decoder_rows is not None else f"all rows in one call ({why})"
         )
-        self.scheduler = Scheduler(manifest, self.runners, self._specs, mode, self.rates, aux_reuse, self.decoder_rows)
+        self.scheduler = scheduler or Scheduler(manifest, self.runners, self._specs, mode, self.rates, aux_reuse,
+                                                self.decoder_rows)
         self._letterbox: Letterbox | None = None
         self._held: dict[str, Prediction] = {}
         self._warned_size_change = False
@@ -132,6 +136,7 @@ class Runtime:
         cuda_graphs: bool = False,
         strict_providers: bool = False,
         manifest: Manifest | None = None,
+        url: str | None = None,
     ) -> Runtime:
         """Open an artifact directory and activate its runners.
 
@@ -156,8 +161,11 @@ class Runtime:
             strict_providers: raise instead of warning when onnxruntime falls back to another provider.
             manifest: use this manifest instead of ``path/manifest.json`` (files still resolve against
                 ``path``): lets int8 calibration check candidate graphs before their manifest is written.
+            url: backend ``triton``: the server (``HOST:PORT`` gRPC or ``http://HOST:PORT``); only the
+                manifest of ``path`` is read, the server runs the model.
         """
-        options = RuntimeOptions.parse(path, tasks, mode, backend, precision, None, rates, aux_reuse, decoder=decoder)
+        options = RuntimeOptions.parse(path, tasks, mode, backend, precision, None, rates, aux_reuse, decoder=decoder,
+                                       url=url)
         return cls.from_options(options, providers=providers, threads=threads, verify=verify, io_binding=io_binding,
                                 cuda_graphs=cuda_graphs, strict_providers=strict_providers, manifest=manifest,
                                 decoder_rows=decoder_rows)
@@ -195,6 +203,12 @@ class Runtime:
             )
         if mode is Mode.SINGLE and aux_reuse != 1:  # the artifact's own mode, known only now
             raise StableMTLError("`aux_reuse` applies to the multi-stream mode only; leave it at 1 with mode `single`")
+        if backend is Backend.TRITON:  # the server runs the whole schedule; no local graphs are opened
+            from .backends.triton import TritonScheduler
+
+            remote = TritonScheduler.connect(options.url, manifest, directory, specs, mode, options.rates, aux_reuse)
+            return cls(manifest, directory, {}, specs, mode, precision, backend, options.rates, aux_reuse,
+                       scheduler=remote)  # type: ignore[arg-type]  # the Scheduler interface, remotely
         components = mode.components
         entries = {c: manifest.entry(precision, c) for c in components}
         if options.decoder is DecoderChoice.TINY:
@@ -259,6 +273,8 @@ class Runtime:
 
     def describe(self) -> dict[str, str]:
         """Component -> the engine and device really running it (e.g. ``onnxruntime[CPUExecutionProvider]``)."""
+        if not self.runners:  # backend `triton`
+            return {c.value: self.scheduler.describe() for c in self.mode.components}  # type: ignore[attr-defined]
         return {c.value: r.describe() for c, r in self.runners.items()}
 
     def component_precisions(self) -> dict[str, str]:
@@ -381,6 +397,8 @@ class Runtime:
         self._closed = True
         for r in self.runners.values():
             r.deactivate()
+        if not self.runners:  # backend `triton`: the server connection
+            self.scheduler.close()  # type: ignore[attr-defined]
 
     def __enter__(self) -> Runtime:
         return self

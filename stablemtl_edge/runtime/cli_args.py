@@ -54,7 +54,12 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False, st
     g.add_argument(
         "--backend", default="auto",
         help=f"{some}engine: `auto` (TensorRT when installed and engines are cached, else onnxruntime), "
-        "`onnxruntime` or `tensorrt`",
+        "`onnxruntime`, `tensorrt`, or `triton` (a Triton Inference Server runs the model: see --url)",
+    )  # fmt: skip
+    g.add_argument(
+        "--url", default=None, metavar="URL",
+        help="backend `triton`: the server, HOST:PORT (gRPC, Triton's port 8001) or http://HOST:8000; the "
+        "--artifacts directory then needs only the manifest.json the server's repository was generated from",
     )  # fmt: skip
     g.add_argument("--precision", default="fp32", help=f"{some}graphs to run: fp32, fp16 or int8 (as exported)")
     g.add_argument(
@@ -80,7 +85,8 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False, st
     )  # fmt: skip
 
 
-def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any, decoder: Any = None) -> RuntimeOptions:
+def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any, decoder: Any = None,
+             url: str | None = None) -> RuntimeOptions:
     if getattr(args, "artifacts", None) is None:
         raise StableMTLError("no artifact directory: pass --artifacts DIR (written by `stablemtl-export`)")
     if mode is None:  # the best schedule the artifact offers
@@ -95,6 +101,7 @@ def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any, 
         rates=",".join(parse_list(getattr(args, "rates", []))),
         aux_reuse=getattr(args, "aux_reuse", 1),
         decoder=decoder if decoder is not None else getattr(args, "decoder", DecoderChoice.FULL),
+        url=url,
     )
 
 
@@ -110,7 +117,7 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
         if len(items) > 1:
             raise StableMTLError(f"--{flag} takes one value here, got {', '.join(v.value for v in items)}")
         values[flag] = items[0] if items else default
-    return _options(args, values["mode"], values["backend"], values["precision"])
+    return _options(args, values["mode"], values["backend"], values["precision"], url=getattr(args, "url", None))
 
 
 def runtime_option_grid(args: argparse.Namespace) -> list[RuntimeOptions]:
@@ -120,4 +127,6 @@ def runtime_option_grid(args: argparse.Namespace) -> list[RuntimeOptions]:
     backends = [Backend.parse(v, "backend") for v in parse_list(args.backend)] or [Backend.AUTO]
     precisions = [Precision.parse(v, "precision") for v in parse_list(args.precision)] or [Precision.FP32]
     decoders = [DecoderChoice.parse(v, "decoder") for v in parse_list(args.decoder)] or [DecoderChoice.FULL]
-    return [_options(args, m, b, p, d) for m, b, p, d in itertools.product(modes, backends, precisions, decoders)]
+    url = getattr(args, "url", None)  # the address of the triton entries of the grid
+    return [_options(args, m, b, p, d, url if b is Backend.TRITON else None)
+            for m, b, p, d in itertools.product(modes, backends, precisions, decoders)]

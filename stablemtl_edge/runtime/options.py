@@ -94,6 +94,7 @@ class RuntimeOptions:
         rates: task -> run every N-th frame (tasks absent run every frame).
         aux_reuse: multi-stream auxiliary-feature reuse interval (1 = exact).
         decoder: the full VAE decoder or the distilled ``tiny_decoder``.
+        url: backend ``triton``: the server, ``HOST:PORT`` (gRPC) or ``http://HOST:PORT``.
     """
 
     artifact_dir: Path
@@ -105,6 +106,7 @@ class RuntimeOptions:
     rates: dict[str, int] = field(default_factory=dict)
     aux_reuse: int = 1
     decoder: DecoderChoice = DecoderChoice.FULL
+    url: str | None = None
 
     @classmethod
     def parse(
@@ -120,12 +122,14 @@ class RuntimeOptions:
         *,
         decoder: str | DecoderChoice = DecoderChoice.FULL,
         standing_rates: bool = False,
+        url: str | None = None,
     ) -> RuntimeOptions:
         """Validate loosely typed settings (ROS parameters, command-line strings).
 
         Rates of 1 (the default) are dropped; a rate above 1 for a task that is not requested is refused, as
         is ``aux_reuse`` above 1 with mode ``single`` (it applies to the multi-stream mode only).
-        ``standing_rates``: see :func:`check_rates`.
+        ``standing_rates``: see :func:`check_rates`. ``url`` belongs to backend ``triton`` alone, which
+        needs it; the server picks the decoder and providers, so those keep their defaults there.
 
         Raises:
             StableMTLError: the first invalid value, with the valid choices.
@@ -141,16 +145,30 @@ class RuntimeOptions:
         reuse = _positive_int(aux_reuse, "`aux_reuse`", "1 = exact")
         if parsed_mode is Mode.SINGLE and reuse != 1:
             raise StableMTLError("`aux_reuse` applies to the multi-stream mode only; leave it at 1 with mode `single`")
+        parsed_backend = Backend.parse(backend, "backend")
+        parsed_decoder = DecoderChoice.parse(decoder, "decoder")
+        url = url.strip() if url else None
+        if parsed_backend is Backend.TRITON:
+            if not url:
+                raise StableMTLError("backend `triton` needs the server's address: pass --url HOST:PORT (gRPC, port "
+                                     "8001) or http://HOST:8000")
+            if provider_list or parsed_decoder is not DecoderChoice.FULL:
+                raise StableMTLError("with backend `triton` the server chooses providers and decoder (see the "
+                                     "repository's config.pbtxt): drop --providers / --decoder")
+        elif url:
+            raise StableMTLError(f"`--url` is the triton backend's server address; backend `{parsed_backend.value}` "
+                                 "runs in this process: drop --url or use --backend triton")
         return cls(
             artifact_dir=Path(artifact_dir),
             tasks=keys,
             mode=parsed_mode,
-            backend=Backend.parse(backend, "backend"),
+            backend=parsed_backend,
             precision=Precision.parse(precision, "precision"),
             providers=provider_list or None,
             rates=check_rates(rates, keys, standing_rates),
             aux_reuse=reuse,
-            decoder=DecoderChoice.parse(decoder, "decoder"),
+            decoder=parsed_decoder,
+            url=url,
         )
 
     def check_directory(self) -> None:

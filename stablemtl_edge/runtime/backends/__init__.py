@@ -1,7 +1,7 @@
 """Inference engines behind one runner interface (activate / infer / deactivate).
 
 Backend modules import their engine lazily: importing this package needs neither onnxruntime, TensorRT
-nor CUDA.
+nor CUDA. The ``triton`` backend (:mod:`.triton`) is no runner: it replaces the whole scheduler.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ...errors import StableMTLError
 from ...artifact.layout import ORT_TRT_CACHE
 from ...artifact.manifest import ComponentEntry
 from .base import Backend, BaseRunner
@@ -50,4 +51,7 @@ def create_runner(
             strict_providers=strict_providers,
             trt_cache_dir=Path(directory) / ORT_TRT_CACHE,
         )
+    if backend is Backend.TRITON:
+        raise StableMTLError("the triton backend runs whole frames on the server, not components: open it with "
+                             "Runtime.from_artifacts(..., backend='triton', url=...)")
     raise ValueError(f"create_runner needs a concrete backend, got {backend}")

@@ -32,11 +32,13 @@ FeedObserver = Callable[[ComponentEntry, Mapping[str, np.ndarray]], None]
 
 
 class Backend(KeyEnum):
-    """Inference engine. ``auto`` picks native TensorRT when it is installed and engines are cached."""
+    """Inference engine. ``auto`` picks native TensorRT when it is installed and engines are cached;
+    ``triton`` sends frames to a Triton Inference Server, which runs the whole schedule (no runners here)."""
 
     AUTO = "auto"
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
+    TRITON = "triton"
 
 
 class BaseRunner(ABC):
