@@ -148,3 +148,37 @@ def test_server_refusals_are_one_line_errors(server, artifact, tmp_path):
     with pytest.raises(InferenceServerException, match="must specify the START flag"):
         client.infer("stablemtl", inputs[:1], sequence_id=78)  # the sequence batcher guards stream starts
     client.close()
+
+
+def test_stablemtl_run_with_backend_triton(server, artifact, tmp_path):
+    """The command line: a folder of photos through the server, the saved values those of the in-process run."""
+    import cv2
+
+    from stablemtl_edge.runtime.cli_run import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = frames(3, seed=4)
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), image[..., ::-1])  # RGB -> BGR on disk
+    out = tmp_path / "out"
+    assert main([str(folder), "-a", str(artifact), "--backend", "triton", "--url", server.grpc, "--tasks",
+                 "depth,optical_flow", "--output-dir", str(out), "--save", "npy", "--quiet"]) == 0
+    with Runtime.from_artifacts(artifact, tasks="depth,optical_flow", mode=None, backend="onnxruntime") as rt:
+        for i, image in enumerate(images):
+            want = rt.infer(image)
+            for task, p in want.predictions.items():
+                np.testing.assert_allclose(np.load(out / f"{i:04d}_{task}.npy"), p.value, atol=1e-6, err_msg=task)
+    assert not (out / "0000_optical_flow.npy").exists() and (out / "0002_optical_flow.npy").exists()
+
+
+def test_load_benchmark_record(server, artifact):
+    from stablemtl_edge.serving.load_bench import run_load, table
+
+    record = run_load(artifact, server.grpc, [1, 2], frames=3, tasks="depth,normal", mode="single", warmup=1)
+    assert record["in_process"]["n"] == 3
+    assert [lv["clients"] for lv in record["levels"]] == [1, 2]
+    for lv in record["levels"]:
+        assert lv["n"] == 3 * lv["clients"] and lv["fps"] > 0 and lv["p99"] >= lv["p50"] > 0
+        assert lv["server_stage_ms"]["p50"] > 0  # the server's own time came back with every frame
+    assert "| 2 |" in table(record)
