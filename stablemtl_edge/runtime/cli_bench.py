@@ -10,8 +10,9 @@ and reports p99 latency over mean service time and the slope of the resident mem
 
 Per component it reports the achieved FLOP/s (FLOPs per row, counted at export, times rows per frame over
 time per frame) and its fraction of the machine's peak, measured in the same process by a one-second GEMM
-probe through the same onnxruntime providers and threads (:mod:`.peak`): how far each component is from
-the limit. The decoder's rows per call (``--decoder-rows``: the backend's default, ``all`` or N) are shown,
+probe through the same onnxruntime providers and threads (:mod:`.peak`), sampled again after each timed
+frame: how far each component is from the limit. Beside it, the median over frames of the component's
+rate over the GEMM rate of the same moment, which a shared machine's drifting load moves least. The decoder's rows per call (``--decoder-rows``: the backend's default, ``all`` or N) are shown,
 and a list sweeps them.
 
 The results are printed as Markdown tables and written as JSON. Nothing is asserted: this is a
@@ -45,7 +46,7 @@ from .cli_args import add_runtime_args, options_label, runtime_option_grid
 from .preprocess import Letterbox
 from .official_schedule import OfficialSchedule
 from .options import RuntimeOptions
-from .peak import measure_gemm_peaks
+from .peak import GemmProbe
 from .sources import PatternSource, open_source
 from .sinks import Sink, StreamItem
 from .stream import DropPolicy, Stream
@@ -56,7 +57,7 @@ __all__ = [
     "config_label",
     "flop_rates",
     "flop_table",
-    "gemm_peaks",
+    "gemm_probe",
     "soak",
     "current_rss_bytes",
     "peak_rss_bytes",
@@ -149,31 +150,39 @@ def config_label(options: RuntimeOptions, decoder_rows: int | str = DECODER_ROWS
     return options_label(options) + ("" if rows == DECODER_ROWS_AUTO else f"+dec{rows}")
 
 
-def gemm_peaks(rt: Runtime, seconds: float) -> tuple[dict[str, dict[str, Any]], str]:
-    """The GEMM probe through the runtime's own onnxruntime providers and threads, and a note on it."""
+def gemm_probe(rt: Runtime, seconds: float) -> tuple[GemmProbe | None, str]:
+    """The GEMM probe through the runtime's own onnxruntime providers and threads, run for ``seconds``; or
+    None and why not."""
     if seconds <= 0:
-        return {}, "no GEMM probe (--peak-seconds 0)"
+        return None, "no GEMM probe (--peak-seconds 0)"
     runner = rt.runners[Component.ENCODER]
     if not isinstance(runner, OnnxRuntimeRunner):
-        return {}, f"no GEMM probe for the {rt.backend.value} backend (onnxruntime only)"
-    peaks = measure_gemm_peaks(runner.providers, runner.threads, seconds)
-    note = ", ".join(f"{p} {g.flops_per_s / 1e9:.0f} GFLOP/s ({g.provider}, {g.n}x{g.n}, best of {g.calls})"
-                     for p, g in peaks.items())
-    return {p: g.to_dict() for p, g in peaks.items()}, note
+        return None, f"no GEMM probe for the {rt.backend.value} backend (onnxruntime only)"
+    probe = GemmProbe(runner.providers, runner.threads)
+    probe.run_for(seconds)
+    return probe, ""
 
 
-def flop_rates(rt: Runtime, stages_ms: Mapping[str, Mapping[str, float]], rows: Mapping[str, float],
-               calls: Mapping[str, float], peaks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per component: FLOPs per row (from the manifest), rows per frame and call, achieved FLOP/s and its
-    fraction of the probe's peak in the component's precision (fp32's when that precision was not probed)."""
+def flop_rates(rt: Runtime, stages: Mapping[str, Sequence[float]], rows: Mapping[str, float],
+               calls: Mapping[str, float], peaks: Mapping[str, Mapping[str, Any]],
+               gemm: Sequence[Mapping[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per component: FLOPs per row (from the manifest), rows per frame and call, achieved FLOP/s, its
+    fraction of the probe's peak in the component's precision (fp32's when that precision was not probed),
+    and the median over frames of its rate in the frame over the GEMM rate sampled right after it (the
+    figure a drifting load on a shared machine moves least)."""
     out = {}
     for slot, runner in rt.runners.items():
         entry = runner.entry
         flops = entry.flops_per_row if entry.flops_per_row is not None else rt.manifest.flops_per_row(entry.component)
-        ms, n = stages_ms[slot.value]["mean"], rows[f"{slot.value}_rows"]
-        achieved = flops * n / (ms * 1e-3) if flops is not None and ms > 0 and n > 0 else None
-        peak_key = entry.precision.value if entry.precision.value in peaks else Precision.FP32.value
-        peak = peaks.get(peak_key, {}).get("flops_per_s")
+        times, n = np.asarray(stages[slot.value], dtype=np.float64) * 1e-3, rows[f"{slot.value}_rows"]
+        ms = float(times.mean()) * 1e3
+        counted = flops is not None and n > 0 and bool(np.all(times > 0))
+        achieved = flops * n / (ms * 1e-3) if counted else None
+        key = entry.precision.value if entry.precision.value in peaks else Precision.FP32.value
+        peak = peaks.get(key, {}).get("flops_per_s")
+        same = None
+        if counted and peak is not None and len(gemm) == len(times):
+            same = float(np.median(flops * n / times / np.array([g[key] for g in gemm])))
         out[slot.value] = {
             "graph": entry.component.value,
             "precision": entry.precision.value,
@@ -182,8 +191,9 @@ def flop_rates(rt: Runtime, stages_ms: Mapping[str, Mapping[str, float]], rows: 
             "rows_per_call": n / c if (c := calls[f"{slot.value}_calls"]) else None,
             "ms_per_frame": ms,
             "achieved_flops_per_s": achieved,
-            "peak_precision": peak_key if peak is not None else None,
+            "peak_precision": key if peak is not None else None,
             "fraction_of_peak": achieved / peak if achieved is not None and peak else None,
+            "fraction_of_gemm_same_moment": same,
         }
     return out
 
@@ -193,7 +203,8 @@ def bench_config(options: RuntimeOptions, settings: BenchSettings,
     """Measure one configuration in this process; returns a JSON-ready record."""
     rss0 = current_rss_bytes()
     with Runtime.from_options(options, decoder_rows=decoder_rows) as rt:
-        peaks, peak_note = gemm_peaks(rt, settings.peak_seconds)
+        probe, peak_note = gemm_probe(rt, settings.peak_seconds)
+        gemm: list[dict[str, float]] = []  # GEMM rates sampled after each timed frame
         frames = _frames(settings, rt.resolution, settings.warmup + settings.frames)
         n = len(frames)
         ours: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -209,7 +220,13 @@ def bench_config(options: RuntimeOptions, settings: BenchSettings,
                 wall.append(elapsed)
                 for s in STAGES:
                     ours[s].append(res.timings_ms.get(s, 0.0))
+                if probe is not None:
+                    gemm.append(probe.sample())
         counted = rt.counters
+        peaks = {p: g.to_dict() for p, g in probe.peaks().items()} if probe is not None else {}
+        if probe is not None:
+            peak_note = ", ".join(f"{p} {g['flops_per_s'] / 1e9:.0f} GFLOP/s ({g['provider']}, {g['n']}x{g['n']}, "
+                                  f"best of {g['calls']})" for p, g in peaks.items())
         rows = {k: (counted[k] - rows_before[k]) / settings.frames for k in _ROWS}
         calls = {k: (counted[k] - rows_before[k]) / settings.frames for k in _CALLS}
         stages_ms = {s: _percentiles(ours[s]) for s in STAGES}
@@ -239,7 +256,7 @@ def bench_config(options: RuntimeOptions, settings: BenchSettings,
             "decoder_batching": rt.decoder_batching,
             "gemm_peak": peaks,
             "gemm_peak_note": peak_note,
-            "flops": flop_rates(rt, stages_ms, rows, calls, peaks),
+            "flops": flop_rates(rt, ours, rows, calls, peaks, gemm),
         }
         if settings.baseline:
             official = OfficialSchedule(rt)
@@ -393,8 +410,8 @@ def markdown(results: Sequence[Mapping[str, Any]], soak_result: Mapping[str, Any
 def flop_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per component: GFLOP per row, rows per frame and call, achieved GFLOP/s and its fraction of the peak
     (n/a where the artifact records no FLOPs or no probe ran), then each configuration's probe."""
-    lines = ["", "| config | component | GFLOP/row | rows/frame | rows/call | ms/frame | GFLOP/s | fraction of peak |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["", "| config | component | GFLOP/row | rows/frame | rows/call | ms/frame | GFLOP/s | fraction of peak | "
+             "of GEMM, same moment |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for slot, f in r.get("flops", {}).items():
             name = slot if f["graph"] == slot else f"{slot} ({f['graph']})"
@@ -402,10 +419,12 @@ def flop_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
             rate = f["achieved_flops_per_s"] / 1e9 if f["achieved_flops_per_s"] is not None else None
             share = (f"{f['fraction_of_peak']:.2f} of {f['peak_precision']}" if f["fraction_of_peak"] is not None
                      else "n/a")
+            same = f["fraction_of_gemm_same_moment"]
             lines.append(
                 f"| {r['config']} | {name} | {_fmt(per_row, '.3g') if per_row is not None else 'n/a'} | "
                 f"{_fmt(f['rows_per_frame'], 'g')} | {_fmt(f['rows_per_call'], '.3g')} | "
-                f"{_fmt(f['ms_per_frame'], '.2f')} | {_fmt(rate, '.1f') if rate is not None else 'n/a'} | {share} |"
+                f"{_fmt(f['ms_per_frame'], '.2f')} | {_fmt(rate, '.1f') if rate is not None else 'n/a'} | {share} | "
+                f"{_fmt(same, '.2f') if same is not None else 'n/a'} |"
             )
     notes = [f"{r['config']}: GEMM peak {r['gemm_peak_note']}" for r in results if "gemm_peak_note" in r]
     return lines + ([""] + notes if notes else [])

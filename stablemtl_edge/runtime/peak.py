@@ -5,8 +5,8 @@ rows per frame, over its time per frame) by this figure, so the table says how f
 from what the same onnxruntime build, providers and thread count do on a large square matrix product.
 The probe graph is a single ``MatMul`` of an ``n x n`` input by an ``n x n`` constant (fp32; fp16 on a GPU
 provider) and, on a CPU with int8 dot-product instructions, a ``MatMulInteger`` (uint8 x int8 -> int32,
-the kernel onnxruntime's QDQ int8 graphs run on). Each is run repeatedly within its share of the time
-budget and the fastest call counts (``2 n^3`` FLOPs): a peak, not an average.
+the kernel onnxruntime's QDQ int8 graphs run on). They are run in turn for the time budget (and once
+after each frame a benchmark times) and the fastest call counts (``2 n^3`` FLOPs): a peak, not an average.
 
 torch-free; builds the graphs with ``onnx.helper`` (onnx is imported only here, when a probe is asked for).
 """
@@ -23,7 +23,7 @@ import numpy as np
 from ..artifact.manifest import Precision
 from .backends.onnxruntime import CPU, ProviderSpec
 
-__all__ = ["GemmPeak", "gemm_model", "measure_gemm_peaks", "probe_precisions", "CPU_SIZE", "GPU_SIZE"]
+__all__ = ["GemmPeak", "GemmProbe", "gemm_model", "measure_gemm_peaks", "probe_precisions", "CPU_SIZE", "GPU_SIZE"]
 
 CPU_SIZE = 1024  # 2.1 GFLOP a call: tens of ms on a few cores, big enough for the kernels' full rate
 GPU_SIZE = 4096  # 137 GFLOP a call: milliseconds on a data-centre GPU
@@ -88,38 +88,68 @@ def probe_precisions(provider: str) -> tuple[Precision, ...]:
     return (Precision.FP32, Precision.INT8) if cpu_int8_support().vnni else (Precision.FP32,)
 
 
-def measure_gemm_peaks(
-    providers: Sequence[ProviderSpec], threads: int | None = None, seconds: float = 1.0, n: int | None = None
-) -> dict[str, GemmPeak]:
-    """Precision -> the best GEMM rate of this onnxruntime build with these providers and threads.
+class GemmProbe:
+    """The probe graphs' sessions, built once; each :meth:`sample` times one product per precision.
+
+    A benchmark interleaves samples with the frames it times, so each frame's component rates can be set
+    against the GEMM rate of the same moment: on a shared machine the load drifts within seconds.
 
     Args:
         providers: the runtime's granted providers, first = the device probed.
         threads: intra-op threads, as the runtime's sessions were given (None = all cores).
-        seconds: the whole probe's time budget, shared by the precisions (session set-up included).
         n: the matrix side (default :data:`CPU_SIZE` on the CPU provider, :data:`GPU_SIZE` otherwise).
     """
-    import onnxruntime as ort
 
-    first = providers[0] if isinstance(providers[0], str) else providers[0][0]
-    precisions = probe_precisions(first)
-    n = n or (CPU_SIZE if first == CPU else GPU_SIZE)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        options.intra_op_num_threads = int(threads)
-    peaks: dict[str, GemmPeak] = {}
-    for precision in precisions:
-        deadline = time.perf_counter() + seconds / len(precisions)
-        session = ort.InferenceSession(gemm_model(precision, n), sess_options=options, providers=list(providers))
-        feed = {"a": _input(precision, n)}
-        session.run(None, feed)  # the first run allocates and packs the constant
-        best, calls = float("inf"), 0
-        while calls < 3 or time.perf_counter() < deadline:
+    def __init__(self, providers: Sequence[ProviderSpec], threads: int | None = None, n: int | None = None) -> None:
+        import onnxruntime as ort
+
+        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        self.n = n or (CPU_SIZE if first == CPU else GPU_SIZE)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runtime's sessions
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        self._sessions = {}
+        for precision in probe_precisions(first):
+            session = ort.InferenceSession(gemm_model(precision, self.n), sess_options=options,
+                                           providers=list(providers))
+            feed = {"a": _input(precision, self.n)}
+            session.run(None, feed)  # the first run allocates and packs the constant
+            self._sessions[precision.value] = (session, feed)
+        self._best = dict.fromkeys(self._sessions, float("inf"))
+        self._calls = dict.fromkeys(self._sessions, 0)
+
+    def sample(self) -> dict[str, float]:
+        """Precision -> FLOP/s of one product now."""
+        rates = {}
+        for key, (session, feed) in self._sessions.items():
             start = time.perf_counter()
             session.run(None, feed)
-            best = min(best, time.perf_counter() - start)
-            calls += 1
-        peaks[precision.value] = GemmPeak(precision.value, n, session.get_providers()[0], calls, best * 1e3)
-    return peaks
+            elapsed = time.perf_counter() - start
+            self._best[key] = min(self._best[key], elapsed)
+            self._calls[key] += 1
+            rates[key] = 2.0 * self.n**3 / elapsed
+        return rates
+
+    def run_for(self, seconds: float) -> None:
+        """Sample for ``seconds`` (at least three calls per precision)."""
+        deadline = time.perf_counter() + seconds
+        while min(self._calls.values()) < 3 or time.perf_counter() < deadline:
+            self.sample()
+
+    def peaks(self) -> dict[str, GemmPeak]:
+        """Precision -> the fastest call so far."""
+        return {k: GemmPeak(k, self.n, session.get_providers()[0], self._calls[k], self._best[k] * 1e3)
+                for k, (session, _) in self._sessions.items()}
+
+
+def measure_gemm_peaks(
+    providers: Sequence[ProviderSpec], threads: int | None = None, seconds: float = 1.0, n: int | None = None
+) -> dict[str, GemmPeak]:
+    """Precision -> the best GEMM rate of this onnxruntime build with these providers and threads, probed
+    for ``seconds`` after the sessions are built (see :class:`GemmProbe`)."""
+    probe = GemmProbe(providers, threads, n)
+    probe.run_for(seconds)
+    return probe.peaks()

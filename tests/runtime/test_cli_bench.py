@@ -112,8 +112,8 @@ def test_an_artifact_without_flops_says_n_a(artifacts):
         assert f["flops_per_row"] is None and f["achieved_flops_per_s"] is None and f["fraction_of_peak"] is None
     assert r["flops"]["decoder"]["rows_per_call"] == 1 and r["decoder_rows_per_call"] == 1  # auto on the CPU
     lines = [line for line in markdown([r]).splitlines() if line.startswith("| multi/onnxruntime/fp32 | unet_main |")
-             and line.count("|") == 9]  # the FLOP table's row, not the stage table's
-    assert len(lines) == 1 and lines[0].count("n/a") == 3
+             and line.count("|") == 10]  # the FLOP table's row, not the stage table's
+    assert len(lines) == 1 and lines[0].count("n/a") == 4
 
 
 def test_achieved_flops_and_fraction_of_peak_from_the_manifest(tiny_artifacts):
@@ -124,9 +124,12 @@ def test_achieved_flops_and_fraction_of_peak_from_the_manifest(tiny_artifacts):
     for component, f in r["flops"].items():
         assert f["flops_per_row"] == manifest.flops_per_row(component) > 0
         ms, rows = r["stages_ms"][component]["mean"], r["rows_per_frame"][f"{component}_rows"]
-        assert f["rows_per_frame"] == rows and f["ms_per_frame"] == ms
+        assert f["rows_per_frame"] == rows and f["ms_per_frame"] == pytest.approx(ms)
         assert f["achieved_flops_per_s"] == pytest.approx(f["flops_per_row"] * rows / (ms * 1e-3))
         assert f["peak_precision"] == "fp32" and f["fraction_of_peak"] == pytest.approx(f["achieved_flops_per_s"] / peak)
+        assert 0 < f["fraction_of_gemm_same_moment"]
+    # the probe ran its budget, then once after each of the 2 timed frames; the peak is its fastest call
+    assert r["gemm_peak"]["fp32"]["calls"] >= 3 + 2
     assert r["flops"]["decoder"]["rows_per_call"] == 7 and r["decoder_rows_per_call"] is None
     assert r["config"] == "multi/onnxruntime/fp32+decall" and r["decoder_batching"] == "all rows in one call (asked)"
 
