@@ -36,20 +36,26 @@ __all__ = ["TritonPythonModel", "BlsRunner"]
 class BlsRunner:
     """A component run as another model of the server, through a BLS request (the :class:`Runner` protocol)."""
 
-    def __init__(self, pb: Any, model: str) -> None:
-        self.pb, self.model = pb, model
+    def __init__(self, pb: Any, model: str, batched: bool) -> None:
+        self.pb, self.model, self.batched = pb, model, batched
 
     def infer(self, feed: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
               ) -> dict[str, np.ndarray]:
         names = list(output_names or ())
         request = self.pb.InferenceRequest(
             model_name=self.model, requested_output_names=names,
-            inputs=[self.pb.Tensor.from_dlpack(k, np.ascontiguousarray(v).__dlpack__()) for k, v in feed.items()],
+            inputs=[self.pb.Tensor.from_dlpack(k, self._wire(v).__dlpack__()) for k, v in feed.items()],
         )
-        response = request.exec()
+        response = request.exec()  # blocking; on a GPU server the component models batch across streams
         if response.has_error():
             raise StableMTLError(f"model `{self.model}` failed: {response.error().message()}")
         return {n: np.from_dlpack(self.pb.get_output_tensor_by_name(response, n)) for n in names}
+
+    def _wire(self, value: np.ndarray) -> np.ndarray:
+        """A writable C array (DLPack before 1.0 cannot mark a read-only buffer, and a request's own frame is
+        one), per-row scalars ``[B]`` as the ``[B, 1]`` a batched model's config declares."""
+        value = np.require(value, requirements="CW")
+        return value.reshape(-1, 1) if self.batched and value.ndim == 1 else value
 
 
 def _array(pb: Any, request: Any, name: str) -> np.ndarray | None:
@@ -102,7 +108,9 @@ class TritonPythonModel:
         self.runtime: Runtime | None = None
         if params.get("executor", "inprocess") == "bls":
             components = self.manifest.mode.components
-            self.runners: dict[Component, Runner] = {c: BlsRunner(self.pb, params[f"model_{c.value}"]) for c in components}
+            self.runners: dict[Component, Runner] = {
+                c: BlsRunner(self.pb, params[f"model_{c.value}"], params[f"batched_{c.value}"] == "true")
+                for c in components}
             self.decoder_rows: int | None = None  # the decoder model batches on the server
         else:
             self.runtime = Runtime.from_artifacts(self.directory, tasks="all", mode=None, backend=Backend.ONNXRUNTIME,

@@ -31,7 +31,7 @@ from ..errors import StableMTLError
 from ..artifact.digest import file_sha256
 from ..artifact.engine_cache import cached_entries, read_record
 from ..artifact.layout import ENGINE_FILE, MANIFEST_NAME
-from ..artifact.manifest import Component, ComponentEntry, Manifest, Mode, Precision, TensorSpec
+from ..artifact.manifest import Component, ComponentEntry, Manifest, Precision, TensorSpec
 from ..records import KeyEnum
 from ..tasks import NUM_TASKS, TASK_NAMES
 from . import contract
@@ -197,8 +197,10 @@ def frame_model_config(manifest: Manifest, manifest_sha256: str, options: Reposi
         contract.PROTOCOL_VERSION: str(PROTOCOL),
     }
     if options.executor is Executor.BLS:
-        for c in Mode.MULTI.components if manifest.mode is Mode.MULTI else Mode.SINGLE.components:
+        for c in manifest.mode.components:
             params[f"model_{c.value}"] = model_name(c, options.precision)
+            # a batched model takes per-row scalars as [B, 1] (reshaped to [B] inside): BLS must send them so
+            params[f"batched_{c.value}"] = str(_batchable(manifest.entry(options.precision, c), manifest)).lower()
     lines = [f"name: {_q(contract.MODEL_NAME)}", 'backend: "python"', "max_batch_size: 0",
              _io("input", inputs), _io("output", outputs),
              "sequence_batching {\n"

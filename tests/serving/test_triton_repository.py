@@ -122,7 +122,8 @@ def test_bls_executor_names_the_component_models(multi, tmp_path):
     config = parse_config(tmp_path / "repo" / contract.MODEL_NAME / "config.pbtxt")
     params = {k: v.string_value for k, v in config.parameters.items()}
     for c in Mode.MULTI.components:
-        assert (tmp_path / "repo" / params[f"model_{c.value}"] / "config.pbtxt").is_file()
+        component = parse_config(tmp_path / "repo" / params[f"model_{c.value}"] / "config.pbtxt")
+        assert params[f"batched_{c.value}"] == str(component.max_batch_size > 0).lower()
 
 
 def test_engines_become_tensorrt_models(with_engine, tmp_path):

@@ -182,3 +182,57 @@ def test_load_benchmark_record(server, artifact):
         assert lv["n"] == 3 * lv["clients"] and lv["fps"] > 0 and lv["p99"] >= lv["p50"] > 0
         assert lv["server_stage_ms"]["p50"] > 0  # the server's own time came back with every frame
     assert "| 2 |" in table(record)
+
+
+# What a component model runs in the BLS test: the repository's own model.onnx, on onnxruntime, behind the
+# generated config (batching, reshape and all) with only the backend swapped, because the pytriton binary has
+# the Python backend alone. On a GPU server the same configs load on the onnxruntime / tensorrt backends.
+_COMPONENT_STAND_IN = '''
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def execute(self, requests):
+        responses = []
+        for r in requests:
+            feed = {n: np.from_dlpack(pb.get_input_tensor_by_name(r, n)) for n in self.inputs}
+            names = list(r.requested_output_names()) or [o.name for o in self.session.get_outputs()]
+            values = self.session.run(names, feed)
+            responses.append(pb.InferenceResponse(
+                [pb.Tensor.from_dlpack(n, np.ascontiguousarray(v).__dlpack__()) for n, v in zip(names, values)]))
+        return responses
+'''
+
+
+def test_bls_executor_calls_the_component_models(artifact, tmp_path):
+    from stablemtl_edge.serving.triton_repository import Executor, InstanceKind, model_name
+    from stablemtl_edge.artifact.manifest import Precision
+
+    repo = tmp_path / "repo"
+    write_repository(artifact, repo, RepositoryOptions(executor=Executor.BLS, kind=InstanceKind.CPU, copy=True))
+    components = [model_name(c, Precision.FP32) for c in Mode.MULTI.components]
+    for name in components:
+        config = repo / name / "config.pbtxt"
+        text = config.read_text().replace('backend: "onnxruntime"', 'backend: "python"')
+        config.write_text(text.replace('default_model_filename: "model.onnx"', 'default_model_filename: "model.py"'))
+        (repo / name / "1" / "model.py").write_text(_COMPONENT_STAND_IN)
+    manifest = Manifest.load(artifact)
+    with TritonServer(repo, tmp_path, models=("stablemtl", *components)) as srv:
+        for mode in (Mode.SINGLE, Mode.MULTI):
+            pairs, _ = stream_both(artifact, srv.grpc, frames(3, seed=7), mode=mode)
+            for remote, local in pairs:
+                # Batched rows through other models: equal to float rounding (the decoder batches all rows).
+                assert sorted(remote.predictions) == sorted(local.predictions)
+                for k, p in local.predictions.items():
+                    np.testing.assert_allclose(remote.predictions[k].value, p.value,
+                                               atol=manifest.tolerance.get(k, 1e-5), rtol=0, err_msg=k)
+    assert srv.returncode == 0, srv.log_tail()
