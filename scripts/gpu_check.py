@@ -219,14 +219,28 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def figures(result: Any) -> str | None:
+    """The headline numbers of a step's result JSON (bench, CUDA graphs, parity), None for other results."""
+    if not isinstance(result, dict):
+        return None
+    if "results" in result and isinstance(result["results"], list):  # stablemtl-bench
+        return "; ".join(f"{r['config']} {r['wall_ms']['p50']:.1f} ms" for r in result["results"])
+    if "on_over_off" in result:
+        return "; ".join(f"{c}: graphs on / off {v:.2f}" for c, v in result["on_over_off"].items())
+    if result and all(isinstance(v, dict) and "comparisons" in v for v in result.values()):  # parity
+        return "; ".join(f"{p} {v['comparisons'] - len(v['failed'])}/{v['comparisons']} within tolerance "
+                         f"(worst {v['worst']['key']} {v['worst']['max_abs']:.2g})" for p, v in result.items())  # fmt: skip
+    return None
+
+
 def summary_table(report: dict) -> str:
     """The steps as a Markdown table: status, time against budget, and what it found or why not."""
     lines = [f"gpu check ({'dry run' if report['dry_run'] else 'device'}): {report['preset']} at {report['size']}, "
              f"{report['seconds']:.0f} s of {report['budget_s']} s", "",
              "| step | status | s / budget | note |", "|---|---|---|---|"]  # fmt: skip
     for s in report["steps"]:
-        note = (s["reason"] or s["note"] or "").replace("|", "/")
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.0f} / {s['budget_s']} | {note[:160]} |")
+        note = (s["reason"] or figures(s["result"]) or s["note"] or "").replace("|", "/")
+        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.0f} / {s['budget_s']} | {note[:240]} |")
     return "\n".join(lines)
 
 

@@ -240,8 +240,9 @@ collect() {
     local commit dry=()
     commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     ((DRY_RUN)) && dry=(--dry-run)
-    glue report --steps "$STEPS" --out "$OUT_DIR" --seconds "$SECONDS" --budget "$TOTAL" "${dry[@]}" --meta "preset=$PRESET" "size=$SIZE" "commit=$commit" \
-        "python=$PY" "host=$(hostname)" "opt_level=$OPT_LEVEL" "work=$WORK"
+    glue report --steps "$STEPS" --out "$OUT_DIR" --seconds "$SECONDS" --budget "$TOTAL" "${dry[@]}" \
+        --meta "preset=$PRESET" "size=$SIZE" "commit=$commit" "python=$PY" "host=$(hostname)" \
+        "opt_level=$OPT_LEVEL" "work=$WORK"
 }
 
 main() {

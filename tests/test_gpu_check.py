@@ -132,5 +132,6 @@ def test_dry_run_exercises_every_cpu_step(tmp_path: Path) -> None:
         for r in results:
             assert r["tasks"] == tasks and r["mode"] == mode and r["frames"] == 2
             assert r["wall_ms"]["mean"] > 0 and r["stages_ms"]["decoder"]["mean"] > 0
+            assert f"{r['config']} {r['wall_ms']['p50']:.1f} ms" in stdout  # the summary table's figures
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"gpu_check.json", "summary.md", "bench.md",
                                                               "gpu_check.log"}  # fmt: skip
