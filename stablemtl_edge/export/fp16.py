@@ -134,6 +134,20 @@ def _float_casts(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def _load_with_shapes(src: Path) -> onnx.ModelProto:
+    """``src`` with its weights and inferred value types, for graphs of any size.
+
+    In-memory shape inference serialises the model, weights included, into one protobuf, which cannot
+    exceed 2 GB (the sd2 UNets are 3.5 GB); inference on the file reads the external data by reference.
+    """
+    inferred = src.with_name(src.stem + ".shapes.onnx")  # beside src, so its external data resolves
+    try:
+        onnx.shape_inference.infer_shapes_path(str(src), str(inferred))
+        return onnx.load(str(inferred), load_external_data=True)
+    finally:
+        inferred.unlink(missing_ok=True)
+
+
 def convert_to_fp16(src: Path, dst: Path) -> str | None:
     """Write the fp16 version of ``src`` to ``dst``; return its external data file name, or None.
 
@@ -146,7 +160,7 @@ def convert_to_fp16(src: Path, dst: Path) -> str | None:
     except ImportError:
         raise MissingDependencyError("onnxconverter-common", "export", "fp16 conversion") from None
 
-    model = onnx.load(str(src), load_external_data=True)
+    model = _load_with_shapes(src)
     _bypass_weight_identities(model)
     _separate_consumed_outputs(model)
     blocked = set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)
@@ -156,8 +170,9 @@ def convert_to_fp16(src: Path, dst: Path) -> str | None:
         # One warning per constant clamped to the fp16 range (e.g. -inf -> -10000 in attention masks);
         # the parity check against fp32 that follows is what tells whether that matters.
         warnings.filterwarnings("ignore", category=UserWarning, module="onnxconverter_common")
-        half = float16.convert_float_to_float16(
-            model, keep_io_types=True, op_block_list=sorted(blocked), node_block_list=casts
+        half = float16.convert_float_to_float16(  # shapes are inferred already: the converter's own
+            model, keep_io_types=True, op_block_list=sorted(blocked), node_block_list=casts,  # pass serialises
+            disable_shape_infer=True,  # the whole model, which fails past 2 GB
         )
     del model
     dst.parent.mkdir(parents=True, exist_ok=True)
