@@ -42,6 +42,16 @@ def unet_input(z1: torch.Tensor, z2: torch.Tensor | None = None) -> torch.Tensor
     return torch.cat([z1, z1 if z2 is None else z2, torch.zeros_like(z1)], dim=1)
 
 
+def _check_second(first, second, tasks: tuple[TaskSpec, ...], names: tuple[str, str], what: str) -> None:
+    """The second input (frame or latent) has the first's shape, and is there when a flow task needs it."""
+    if second is not None and tuple(second.shape) != tuple(first.shape):
+        raise StableMTLError(f"`{names[1]}` {tuple(second.shape)} must have the shape of `{names[0]}` "
+                             f"{tuple(first.shape)}")
+    if second is None and any(t.frames == 2 for t in tasks):
+        flows = ", ".join(t.key for t in tasks if t.frames == 2)
+        raise StableMTLError(f"{flows} need(s) `{names[1]}` ({what})")
+
+
 class StableMTL(nn.Module):
     """VAE + task UNet (+ main stream): the full single-step multi-task model.
 
@@ -155,11 +165,7 @@ class StableMTL(nn.Module):
                     f"`{name}` is {f.shape[1]}x{f.shape[0]}: the reference predictor needs a multiple of "
                     f"{step} pixels (the runtime letterboxes camera frames for you)"
                 )
-        if frame2 is not None and frame2.shape != frame1.shape:
-            raise StableMTLError(f"`frame2` {frame2.shape} must have the shape of `frame1` {frame1.shape}")
-        if frame2 is None and any(t.frames == 2 for t in tasks):
-            flows = ", ".join(t.key for t in tasks if t.frames == 2)
-            raise StableMTLError(f"{flows} need(s) `frame2` (the next frame)")
+        _check_second(frame1, frame2, tasks, ("frame1", "frame2"), "the next frame")
 
     def check_latents(self, z1: torch.Tensor, z2: torch.Tensor | None, tasks: tuple[TaskSpec, ...]) -> None:
         channels = self.unet.unet.config.in_channels // 3
@@ -172,11 +178,7 @@ class StableMTL(nn.Module):
             if z.shape[2] % UNET_DOWNSAMPLE or z.shape[3] % UNET_DOWNSAMPLE:
                 raise StableMTLError(f"`{name}` is {z.shape[3]}x{z.shape[2]} latent cells: the UNet needs a multiple "
                                      f"of {UNET_DOWNSAMPLE} on each side")
-        if z2 is not None and z2.shape != z1.shape:
-            raise StableMTLError(f"`z2` {tuple(z2.shape)} must have the shape of `z1` {tuple(z1.shape)}")
-        if z2 is None and any(t.frames == 2 for t in tasks):
-            flows = ", ".join(t.key for t in tasks if t.frames == 2)
-            raise StableMTLError(f"{flows} need(s) `z2` (the next frame's latent)")
+        _check_second(z1, z2, tasks, ("z1", "z2"), "the next frame's latent")
 
     @torch.no_grad()
     def predict_from_latents(
