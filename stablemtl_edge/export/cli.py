@@ -176,7 +176,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 # -- triton ----------------------------------------------------------------------------------------------------
 def _triton(args: argparse.Namespace) -> int:
-    from ..serving.triton_repository import Executor, InstanceKind, RepositoryOptions, write_repository
+    from ..serving.triton_repository import Executor, InstanceKind, RepositoryOptions, WireType, write_repository
 
     options = RepositoryOptions(
         precisions=parse_precisions(args.precisions) if args.precisions else None,
@@ -188,6 +188,7 @@ def _triton(args: argparse.Namespace) -> int:
         executor=Executor.parse(args.executor, "executor"),
         copy=args.copy,
         max_streams=args.max_streams,
+        wire=WireType.parse(args.wire, "wire"),
     )
     result = write_repository(Path(args.directory), Path(args.out), options, overwrite=args.overwrite)
     for reason in result.skipped:
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "to the component models (the GPU-server path)")
     p.add_argument("--max-streams", type=positive_int, default=16,
                    help="camera streams (Triton sequences) one frame-model instance keeps state for")
+    p.add_argument("--wire", default="float32", choices=["float32", "float16"],
+                   help="dtype of the task images the frame model sends: float16 halves the bytes per frame, within "
+                        "the export's tolerance")
     p.add_argument("--copy", action="store_true",
                    help="copy the files (a self-contained folder to mount or ship) instead of linking them")
     p.set_defaults(func=_triton)

@@ -23,8 +23,8 @@ A request that starts and ends its sequence is stateless (every requested task o
 ``FRAME1 -> FRAME2``); inside a longer sequence each request is the stream's next frame (flows on the
 previous frame and this one, task rates and auxiliary-feature reuse as in-process).
 
-Outputs: one ``float32 [3, H, W]`` tensor per task computed on this request, named by its task key, with
-the decoder's image in [-1, 1] (decode it with the task's codec, :mod:`stablemtl_edge.tasks`);
+Outputs: one ``[3, H, W]`` tensor per task computed on this request, named by its task key, with the
+decoder's image in [-1, 1] (float32, or float16 where the repository was generated with ``--wire float16``) (decode it with the task's codec, :mod:`stablemtl_edge.tasks`);
 ``FRAME_INDEX`` int64 ``[1]`` (the frame's index in its sequence) and ``STAGE_MS`` float32 ``[4]`` (time
 spent in encoder, unet, unet_main and decoder on the server, milliseconds).
 """

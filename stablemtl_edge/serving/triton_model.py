@@ -104,6 +104,7 @@ class TritonPythonModel:
         self.directory = Path(args["model_repository"]) / params.get("artifact", "artifact")
         self.precision = Precision.parse(params.get("precision", "fp32"), "precision")
         self.max_streams = int(params.get("max_streams", "16"))
+        self.wire = np.dtype(params.get("wire", "float32"))  # the task images' dtype on the wire
         self.manifest = Manifest.load(self.directory)
         self.runtime: Runtime | None = None
         if params.get("executor", "inprocess") == "bls":
@@ -167,7 +168,7 @@ class TritonPythonModel:
         if end:
             self.streams.pop(stream, None)
         stages = np.asarray([timings.get(c.value, 0.0) for c in contract.STAGES], np.float32)
-        return [_output(pb, k, v) for k, v in images.items()] + [
+        return [_output(pb, k, v.astype(self.wire, copy=False)) for k, v in images.items()] + [
             _output(pb, contract.FRAME_INDEX, np.asarray([index], np.int64)), _output(pb, contract.STAGE_MS, stages)]
 
     # -- Triton entry points -----------------------------------------------------------------------------

@@ -236,3 +236,23 @@ def test_bls_executor_calls_the_component_models(artifact, tmp_path):
                     np.testing.assert_allclose(remote.predictions[k].value, p.value,
                                                atol=manifest.tolerance.get(k, 1e-5), rtol=0, err_msg=k)
     assert srv.returncode == 0, srv.log_tail()
+
+
+def test_float16_wire_stays_within_the_tolerance(artifact, tmp_path):
+    """Half the bytes per frame: every value within 1e-3 of in-process (the image's float16 rounding, at most
+    2.5e-4, through each task's decoding), class ids equal but where a pixel sits on a class boundary."""
+    from stablemtl_edge.serving.triton_repository import WireType
+
+    write_repository(artifact, tmp_path / "repo", RepositoryOptions(wire=WireType.FLOAT16))
+    with TritonServer(tmp_path / "repo", tmp_path) as srv:
+        pairs, _ = stream_both(artifact, srv.grpc, frames(3, seed=8), mode=Mode.MULTI)
+    assert srv.returncode == 0
+    for remote, local in pairs:
+        assert sorted(remote.predictions) == sorted(local.predictions)
+        for task, p in local.predictions.items():
+            got = remote.predictions[task].value
+            assert got.dtype == p.value.dtype and got.shape == p.value.shape
+            if task == "semantic":
+                assert np.mean(got != p.value) < 0.01, task
+            else:
+                np.testing.assert_allclose(got, p.value, atol=1e-3, rtol=0, err_msg=task)

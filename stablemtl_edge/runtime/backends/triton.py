@@ -176,7 +176,7 @@ class TritonScheduler:
         self.server_ms = {c.value: float(ms) for c, ms in zip(contract.STAGES, stages)}
         for stage, ms in self.server_ms.items():
             timings[stage] = timings.get(stage, 0.0) + ms
-        return {k: v for k, v in got.items() if v is not None}
+        return {k: v.astype(np.float32, copy=False) for k, v in got.items() if v is not None}  # float16 wire too
 
     def _request(self, inputs: list[Any], outputs: list[Any], sequence: int, start: bool, end: bool) -> Any:
         try:
