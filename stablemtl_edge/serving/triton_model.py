@@ -66,9 +66,10 @@ def _array(pb: Any, request: Any, name: str) -> np.ndarray | None:
 
 
 def _output(pb: Any, name: str, value: np.ndarray) -> Any:
-    """An output tensor, through DLPack (see :func:`_array`), copied: the scheduler reuses its buffers. The
-    unversioned capsule is handed over, which every stub reads (numpy 2 offers a versioned one otherwise)."""
-    return pb.Tensor.from_dlpack(name, np.array(value, copy=True, order="C").__dlpack__())
+    """An output tensor, through DLPack (see :func:`_array`). The tensor refers to ``value`` until the
+    response is sent, so ``value`` must be an array of its own, not a scheduler buffer. The unversioned
+    capsule is handed over, which every stub reads (numpy 2 offers a versioned one otherwise)."""
+    return pb.Tensor.from_dlpack(name, np.ascontiguousarray(value).__dlpack__())
 
 
 def _numbers(pb: Any, request: Any, name: str) -> list[int] | None:
@@ -168,7 +169,8 @@ class TritonPythonModel:
         if end:
             self.streams.pop(stream, None)
         stages = np.asarray([timings.get(c.value, 0.0) for c in contract.STAGES], np.float32)
-        return [_output(pb, k, v.astype(self.wire, copy=False)) for k, v in images.items()] + [
+        # astype copies: the scheduler reuses its buffers before the responses of a batch of requests are sent
+        return [_output(pb, k, v.astype(self.wire)) for k, v in images.items()] + [
             _output(pb, contract.FRAME_INDEX, np.asarray([index], np.int64)), _output(pb, contract.STAGE_MS, stages)]
 
     # -- Triton entry points -----------------------------------------------------------------------------

@@ -343,8 +343,10 @@ is the `{contract.MANIFEST_SHA256}` parameter of `stablemtl/config.pbtxt`).
 
 The `stablemtl` model is stateful over a Triton sequence (one camera stream per correlation ID): inputs
 `FRAME1` (uint8 [{h}, {w}, 3] RGB), optional `FRAME2`, `TASK_IDS` (canonical indices of {tasks}),
-`MODE` (0 single, 1 multi), `RATES` (one per task), `AUX_REUSE`, all int32; outputs one float32 [3, {h}, {w}] image per computed task (named by the task, in
-[-1, 1]), `FRAME_INDEX` and `STAGE_MS`. A one-request sequence (start and end set) is stateless.
+`MODE` (0 single, 1 multi), `RATES` (one per task), `AUX_REUSE`, all int32; outputs one {options.wire.value}
+[3, {h}, {w}] image per computed task (named by the task, in [-1, 1]; `--wire float16` halves the bytes),
+`FRAME_INDEX` and `STAGE_MS`. A one-request sequence (start and end set) is stateless; a request with END
+and no `FRAME1` closes a stream.
 
 ## Scaling
 
