@@ -107,6 +107,8 @@ def _add_release(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_distill(sub: argparse._SubParsersAction) -> None:
+    from ..calibration.gate import DEFAULT_GATE_FRAMES, DEFAULT_GATE_MAX_FRAMES  # the int8 gate's own defaults
+
     p = sub.add_parser("distill-decoder", help="train a tiny task decoder to copy the model's VAE decoder (no labels)",
                        formatter_class=HelpFormatter)
     p.add_argument("--model", default="demo", help="the teacher: model directory or bundled name")
@@ -128,6 +130,12 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
                         "(about 2 MB per pair at 128x192): most of a step's time is the teacher (default: new "
                         "pairs every step)")
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint in --out")
+    g = p.add_argument_group("accuracy gate (tiny vs full decoder, held-out procedural frames with ground truth)")
+    g.add_argument("--gate-frames", type=positive_int, default=DEFAULT_GATE_FRAMES,
+                   help="held-out frames judged first, and added at a time while a task's interval straddles 2%%")
+    g.add_argument("--gate-max-frames", type=positive_int, default=DEFAULT_GATE_MAX_FRAMES,
+                   help="the most held-out frames a verdict may use (then: inconclusive)")
+    g.add_argument("--no-gate", action="store_true", help="skip the gate (decoder_gate.{json,md} in --out)")
     p.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
                    help="of the student (the teacher runs in fp32); auto: bf16/fp16 on GPUs, fp32 on CPU")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
@@ -261,17 +269,23 @@ def _run_release(args: argparse.Namespace) -> int:
 
 
 def _run_distill(args: argparse.Namespace) -> int:
+    from ..calibration.gate import GateOptions
+    from .decoder_gate import GATE_JSON, GATE_MD, DecoderGateReport
     from .distill import DistillConfig, distill_decoder
 
     config = DistillConfig(model=args.model, output=args.out, steps=args.steps, batch=args.batch_size, lr=args.lr,
                            source=args.source, size=tuple(args.size) if args.size else None, seed=args.seed,
                            checkpoint_every=args.checkpoint_every, precision=args.mixed_precision,
                            progress=not args.no_progress, pairs=args.pairs)
-    out = distill_decoder(config, resume=args.resume)
+    gate = None if args.no_gate else GateOptions(args.gate_frames, args.gate_max_frames)
+    out = distill_decoder(config, resume=args.resume, gate=gate)
     if int(os.environ.get("RANK", "0")) == 0:
         record = json.loads((out / "tiny_decoder.json").read_text(encoding="utf-8"))
         print(f"distilled the decoder of {args.model} for {config.steps} steps "
               f"(final loss {record['final_loss']:.4f}): {out / 'tiny_decoder.safetensors'}")
+        if gate is not None:
+            report = DecoderGateReport.load(out / GATE_JSON)
+            print(f"{report.summary()}: {out / GATE_MD}")
     return 0
 
 

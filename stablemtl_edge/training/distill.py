@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..artifact.digest import file_sha256
 from ..atomic import atomic_directory, atomic_write_text, remove_own_directory
+from ..calibration.gate import GateOptions
 from ..config import UNET_DOWNSAMPLE, VAE_DOWNSAMPLE
 from ..errors import StableMTLError
 from ..model.checkpoint import WEIGHTS_NAME as MODEL_WEIGHTS, load_pretrained, resolve_checkpoint
@@ -464,8 +465,9 @@ class Distiller:
             value = acc.reduce(value, "mean")
         return float(value), parts
 
-    def run(self, resume: bool = False) -> Path:
-        """Distill to ``config.steps``, write the student and return the output directory."""
+    def run(self, resume: bool = False, gate: GateOptions | None = None) -> Path:
+        """Distill to ``config.steps``, write the student, judge it (``gate``: the decoder gate's frames; None:
+        no gate) and return the output directory."""
         acc, cfg = self.accelerator, self.config
         if acc.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
@@ -509,13 +511,21 @@ class Distiller:
                 "teacher": teacher_identity(self.teacher), "mode": _model_mode(self.teacher),
                 "steps": cfg.steps, "final_loss": loss, "size": list(self.size), "source": cfg.source,
                 "seed": cfg.seed, "batch": cfg.batch, "processes": acc.num_processes})
+            if gate is not None:
+                from .decoder_gate import decoder_gate
+
+                report = decoder_gate(self.teacher, self.student, self.size, gate, progress=cfg.progress)
+                report.write(self.output)
+                log.info("%s", report.summary())
         acc.wait_for_everyone()
         return self.output
 
 
-def distill_decoder(config: DistillConfig, resume: bool = False, accelerator: Any = None) -> Path:
-    """Distill the model's decoder; the output directory then holds ``tiny_decoder.{safetensors,json}``."""
-    return Distiller(config, accelerator).run(resume)
+def distill_decoder(config: DistillConfig, resume: bool = False, accelerator: Any = None,
+                    gate: GateOptions | None = None) -> Path:
+    """Distill the model's decoder; the output directory then holds ``tiny_decoder.{safetensors,json}`` and,
+    with ``gate``, the accuracy gate's ``decoder_gate.{json,md}``."""
+    return Distiller(config, accelerator).run(resume, gate)
 
 
 # -- evaluation --------------------------------------------------------------------------------------------

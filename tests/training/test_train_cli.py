@@ -7,6 +7,7 @@ import json
 import pytest
 
 from stablemtl_edge.model.checkpoint import load_pretrained
+from stablemtl_edge.tasks import TASK_NAMES
 from stablemtl_edge.training.cli import main
 
 
@@ -53,9 +54,13 @@ def test_distill_decoder_runs_end_to_end_on_the_tiny_model(tiny_checkpoint, tmp_
 def _distill_decoder_cli(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "tiny"
     argv = ["distill-decoder", "--model", str(tiny_checkpoint), "--out", str(out), "--steps", "3", "--batch-size", "1",
-            "--size", "64x64", "--checkpoint-every", "2", "--threads", "1", "--no-progress"]
+            "--size", "64x64", "--checkpoint-every", "2", "--threads", "1", "--gate-frames", "3", "--gate-max-frames",
+            "3", "--no-progress"]
     assert main(argv) == 0
-    assert "distilled the decoder" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "distilled the decoder" in printed and "decoder gate: " in printed
+    gate = json.loads((out / "decoder_gate.json").read_text())  # the gate judged every task of the model
+    assert {v["task"] for v in gate["verdicts"]} == set(TASK_NAMES) and (out / "decoder_gate.md").is_file()
     record = json.loads((out / "tiny_decoder.json").read_text())
     assert record["steps"] == 3 and record["size"] == [64, 64] and (out / "tiny_decoder.safetensors").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000002", "step-0000003"]
