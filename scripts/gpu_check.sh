@@ -215,6 +215,7 @@ run_step() {
     fi
     ((budget > left)) && budget=$left
     local log=$WORK/logs/$name.log start=$SECONDS rc
+    RAN+=("$name")
     rm -f "$RES/$name.json"
     timeout -k 10 "$budget" bash -c "step_$name" >"$log" 2>&1
     rc=$?
@@ -229,13 +230,11 @@ run_step() {
 }
 
 collect() {
-    shopt -s nullglob
-    {
-        for f in "$WORK"/logs/*.log; do
-            echo "===== $(basename "$f" .log)"
-            tr '\r' '\n' <"$f"
-        done
-    } >"$OUT_DIR/gpu_check.log"
+    local name
+    for name in "${RAN[@]}"; do
+        echo "===== $name"
+        tr '\r' '\n' <"$WORK/logs/$name.log"
+    done >"$OUT_DIR/gpu_check.log"
     cat "$RES"/bench_*.md >"$OUT_DIR/bench.md" 2>/dev/null || rm -f "$OUT_DIR/bench.md"
     local commit dry=()
     commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -250,6 +249,7 @@ main() {
     setup
     SECONDS=0
     DEADLINE=$TOTAL
+    RAN=() # the steps that ran, in order: their logs make gpu_check.log
     echo "gpu check: $PRESET at $SIZE, $( ((DRY_RUN)) && echo "dry run, ")budget $TOTAL s, work $WORK"
     run_step env 60
     GPU_MISSING=$(py -c 'import json, sys; print("; ".join(json.load(open(sys.argv[1]))["missing"]))' \
