@@ -13,7 +13,8 @@ from stablemtl_edge.artifact.manifest import Component, Manifest, Mode, Precisio
 from stablemtl_edge.errors import StableMTLError
 from stablemtl_edge.export.artifacts import ExportRequest, export_artifacts
 from stablemtl_edge.model.checkpoint import load_pretrained
-from stablemtl_edge.model.tiny_decoder import CONFIG_NAME, TinyDecoder, TinyDecoderConfig, save_tiny_decoder
+from stablemtl_edge.model.tiny_decoder import (CONFIG_NAME, TinyDecoder, TinyDecoderConfig, decoder_flops,
+                                               load_tiny_decoder, save_tiny_decoder)
 from stablemtl_edge.runtime import Runtime
 from stablemtl_edge.runtime.selfcheck import check_parity
 from stablemtl_edge.tasks import TASK_NAMES
@@ -43,6 +44,10 @@ def test_the_distilled_decoder_is_exported_beside_the_decoder_with_parity(with_t
         tiny, full = m.entry(p, Component.TINY_DECODER), m.entry(p, Component.DECODER)
         assert tiny.file == f"{p.value}/tiny_decoder.onnx" and tiny.inputs == full.inputs and tiny.outputs == full.outputs
         assert tiny.parity["photo/image"]["passed"] and tiny.parity["random/image"]["passed"]
+    ckpt, _ = with_tiny  # its FLOPs, counted at export, agree with the distillation's own count of the student
+    student = load_tiny_decoder(ckpt)
+    assert m.flops_per_row(Component.TINY_DECODER) == decoder_flops(student, m.profile.latent_hw) > 0
+    assert m.flops_per_row(Component.TINY_DECODER) < m.flops_per_row(Component.DECODER) / 10
     record = m.source["tiny_decoder"]
     assert record["steps"] == 0 and set(record["image_mae_vs_full_decoder"]) == set(TASK_NAMES)
     assert "tiny_decoder" in m.references
