@@ -41,6 +41,7 @@ from ..artifact.manifest import Component, Precision
 from ..cli.parsers import nonnegative_float, nonnegative_int, parse_hw, parse_list, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, describe, run_cli
 from .api import DECODER_ROWS_AUTO, Runtime, parse_decoder_rows
+from .backends.base import Backend
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .cli_args import add_runtime_args, options_label, runtime_option_grid
 from .preprocess import Letterbox
@@ -482,6 +483,9 @@ def _bench(args: argparse.Namespace) -> int:
                              args.peak_seconds)
     decoder_rows = [parse_decoder_rows(v) for v in parse_list(args.decoder_rows)] or [DECODER_ROWS_AUTO]
     grid = [(o, d) for o in runtime_option_grid(args) for d in decoder_rows]
+    if any(o.backend is Backend.TRITON for o, _ in grid):  # its components run on the server, out of sight
+        raise StableMTLError("stablemtl-bench times each component in this process; for a Triton server use "
+                             "`python -m stablemtl_edge.serving.load_bench --artifacts DIR --url HOST:PORT`")
     results = []
     for i, (options, rows) in enumerate(grid, 1):
         print(f"[{i}/{len(grid)}] {config_label(options, rows)}: {settings.frames} frames"

@@ -93,6 +93,8 @@ def test_bench_isolated_process_and_errors(artifacts, tmp_path, capsys):
     assert "--size must read HxW" in capsys.readouterr().err
     assert main(["-a", str(artifacts), "--precision", "fp16", "--json", str(out), "--no-isolate"]) == 1
     assert "no fp16 components" in capsys.readouterr().err
+    assert main(["-a", str(artifacts), "--backend", "triton", "--url", "localhost:8001", "--json", str(out)]) == 1
+    assert "serving.load_bench" in capsys.readouterr().err  # components on a server are not timed here
 
 
 def test_bench_writes_no_file_unasked(artifacts, tmp_path, monkeypatch, capsys):
