@@ -88,7 +88,8 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "mode": ParameterSpec(
         "", "single (one UNet pass per task) or multi (multi-stream); empty = the artifact's mode", _C
     ),
-    "backend": ParameterSpec(Backend.AUTO.value, "auto, onnxruntime or tensorrt", _C),
+    "backend": ParameterSpec(Backend.AUTO.value, "auto, onnxruntime, tensorrt or triton (a Triton server: see url)", _C),
+    "url": ParameterSpec("", "backend triton: the server, HOST:PORT (gRPC) or http://HOST:PORT; empty otherwise", _C),
     "precision": ParameterSpec(Precision.FP32.value, "fp32, fp16 or int8 (which exported graphs to load)", _C),
     "providers": ParameterSpec("", "comma-separated onnxruntime providers; empty = best available", _C),
     **{
@@ -136,6 +137,7 @@ class NodeSettings:
             v["aux_reuse"],
             decoder=v["decoder"],
             standing_rates=True,  # one declared parameter per task
+            url=str(v["url"]).strip() or None,
         )
         topic = str(v["input_topic"]).strip()
         if not topic:

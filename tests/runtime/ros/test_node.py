@@ -557,3 +557,15 @@ def test_the_parameter_schema_lives_in_its_own_rclpy_free_module():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_triton_backend_takes_its_server_from_the_url_parameter():
+    from stablemtl_edge.errors import StableMTLError
+    from stablemtl_edge.runtime.ros.parameters import NodeSettings
+
+    settings = NodeSettings.from_values({"artifact_dir": "x", "backend": "triton", "url": " gpu:8001 "})
+    assert settings.runtime.backend.value == "triton" and settings.runtime.url == "gpu:8001"
+    with pytest.raises(StableMTLError, match="backend `triton` needs the server's address"):
+        NodeSettings.from_values({"artifact_dir": "x", "backend": "triton"})
+    with pytest.raises(StableMTLError, match="runs in this process"):
+        NodeSettings.from_values({"artifact_dir": "x", "backend": "onnxruntime", "url": "gpu:8001"})
