@@ -112,7 +112,7 @@ step_tiny_decoder() {
         return 0
     fi
     py -m stablemtl_edge.training.cli distill-decoder --model "$CKPT" --out "$TINY" --steps 2 --pairs 1 \
-        --batch-size 1 --size "$SIZE" --checkpoint-every 2 --no-progress
+        --batch-size 1 --size "$SIZE" --checkpoint-every 2 --no-gate --no-progress
 }
 
 step_export() {
@@ -127,7 +127,8 @@ step_calibrate() {
         echo "reusing the int8 graphs already in $ART"
         return 0
     fi
-    py -m stablemtl_edge.calibration.cli "$ART" --calib-size 2 --gate-frames 2 --gate-max-frames 2
+    py -m stablemtl_edge.calibration.cli "$ART" --calib-size 2 --gate-frames 2 --gate-max-frames 2 \
+        --mixed-tries 0
 }
 
 build_engines() {
