@@ -417,10 +417,15 @@ class Manifest:
 
     def describe_precision(self, precision: Precision | str) -> str:
         """``fp16`` when every component runs in it, else which runs in what and why, e.g.
-        ``int8 set: encoder fp16 (not selected for int8), unet int8, decoder fp16 (failed the int8 gate)``."""
+        ``int8 set: encoder fp16 (not selected for int8), unet int8 (mixed: 2 blocks in floating point),
+        decoder fp16 (failed the int8 gate)``."""
         precision = Precision.parse(precision, "precision")
         entries = self.components[precision]
-        if all(e.precision is precision for e in entries.values()):
+
+        def mixed(e: ComponentEntry) -> int:  # blocks the sensitivity search kept in floating point
+            return len(((e.quantization or {}).get("mixed") or {}).get("blocks_in_float", ()))
+
+        if all(e.precision is precision and not mixed(e) for e in entries.values()):
             return precision.value
         parts = []
         for c in Component:
@@ -431,6 +436,8 @@ class Manifest:
             if e.precision is not precision:
                 reason = str((e.quantization or {}).get("reason", ""))
                 why = " (failed the int8 gate)" if "gate" in reason else f" ({reason})" if reason else ""
+            elif mixed(e):
+                why = f" (mixed: {mixed(e)} block{'s' if mixed(e) > 1 else ''} in floating point)"
             parts.append(f"{c.value} {e.precision.value}{why}")
         return f"{precision.value} set: " + ", ".join(parts)
 

@@ -17,10 +17,12 @@ from .calibrate import CalibrationResult, calibrate_artifact, default_components
 from .data import PROCEDURAL, CalibrationPair, CalibrationSet, load_calibration_set
 from .exclusions import DEFAULT_RULES, QUANTIZED_OP_TYPES, ExclusionRule, resolve_exclusions
 from .gate import DEFAULT_THRESHOLD, GateOptions, GateThresholds, OnGateFail, TaskVerdict, Verdict, heldout_samples
+from .mixed import BlockSensitivity, OutputError, block_of, blocks_of, keep_in_float, rank_blocks
 from .quantize import CalibMethod, QuantizedGraph, QuantizeOptions, inspect_qdq, quantize_component
 from .report import CalibrationReport, cpu_int8_support
 
 __all__ = [
+    "BlockSensitivity",
     "CalibMethod",
     "CalibrationReport",
     "CalibrationPair",
@@ -32,18 +34,23 @@ __all__ = [
     "GateOptions",
     "GateThresholds",
     "OnGateFail",
+    "OutputError",
     "PROCEDURAL",
     "QUANTIZED_OP_TYPES",
     "QuantizeOptions",
     "QuantizedGraph",
     "TaskVerdict",
     "Verdict",
+    "block_of",
+    "blocks_of",
     "calibrate_artifact",
     "cpu_int8_support",
     "default_components",
     "heldout_samples",
     "inspect_qdq",
+    "keep_in_float",
     "load_calibration_set",
     "quantize_component",
+    "rank_blocks",
     "resolve_exclusions",
 ]

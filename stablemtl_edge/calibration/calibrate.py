@@ -12,8 +12,11 @@ Steps, each with a one-line :class:`StableMTLError` for user mistakes:
 5. evaluate fp32, fp16 and int8 pipelines on held-out frames and judge each task's change with a paired
    bootstrap interval, adding frames while a verdict is open (:mod:`.gate`); when the int8 pipeline does
    not pass (a fail, or an interval still straddling the threshold at the frame cap), each component is
-   tried alone in int8 and those that do not pass are left at fp16 (``fallback``) or the command fails
-   (``error``);
+   tried alone in int8; one that does not pass keeps its most sensitive blocks in floating point, one
+   more per try, until it passes (:mod:`.mixed`, at most ``mixed_tries`` gate runs), else it is left at
+   fp16 (``fallback``); or the command fails at the first failed gate (``error``). The distilled decoder
+   decodes only with ``decoder=tiny``, so it is judged there, against fp32 decoded by it, with the rest of
+   the int8 set around it;
 6. write the report, then the manifest (atomically, last) with the ``int8`` set: quantized components
    point at ``int8/``, the others at their fp16 graphs (fp32 when the artifact has none), each entry
    recording its true precision.
@@ -22,6 +25,7 @@ Steps, each with a one-line :class:`StableMTLError` for user mistakes:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnxruntime
 
@@ -42,13 +47,19 @@ from ..tasks import TASK_NAMES, parse_tasks
 from ..artifact.layout import CALIBRATION_SET, INT8_DIR, calibration_file, external_data_name, graph_file
 from .data import CalibrationSet, load_calibration_set
 from .gate import Gate, GateOptions, GateRun, GateThresholds, OnGateFail, TaskVerdict, Verdict, heldout_samples
-from .quantize import QuantizedGraph, QuantizeOptions, quantize_component, remove_graph
+from .exclusions import unmatched_patterns
+from .mixed import BlockSensitivity, OutputError, keep_in_float, rank_blocks
+from .quantize import QuantizedGraph, QuantizeOptions, inspect_qdq, quantize_component, remove_graph, save_graph
 from .record import RecordedFeeds, record_feeds
 from .report import CalibrationReport, ComponentReport, GateReport, cpu_int8_support, write_report
 
 __all__ = ["CalibrationResult", "calibrate_artifact", "default_components"]
 
 CACHE_DIR = calibration_file("cache")  # activation ranges per graph and calibration set, reused across runs
+#: Gate tries of the mixed-precision search per failing component (each keeps one more block in float).
+DEFAULT_MIXED_TRIES = 4
+#: Recorded calibration feeds the sensitivity proxy runs on (spread over the set).
+SENSITIVITY_FEEDS = 4
 
 
 @dataclass(frozen=True)
@@ -77,27 +88,43 @@ class CalibrationResult:
         return tuple(c for c, p in self.precisions.items() if p == Precision.INT8.value)
 
 
-def default_components(mode: Mode) -> tuple[Component, ...]:
-    """The UNets: almost all of the compute. The VAE encoder and decoder stay fp16 unless asked."""
-    return (Component.UNET, Component.UNET_MAIN) if mode is Mode.MULTI else (Component.UNET,)
+def default_components(manifest: Manifest) -> tuple[Component, ...]:
+    """Every component of the int8 set: the encoder and decoder are 58-87% of a frame's FLOPs, and a
+    component that does not pass stays at fp16 (or keeps its sensitive blocks in float) anyway."""
+    return _set_components(manifest)
 
 
-def _parse_components(names: Iterable[str | Component] | str | None, mode: Mode) -> tuple[Component, ...]:
+def _parse_components(names: Iterable[str | Component] | str | None, manifest: Manifest) -> tuple[Component, ...]:
+    allowed = _set_components(manifest)
     if names is None:
-        return default_components(mode)
+        return allowed
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
     chosen = {Component.parse(n, "component") for n in names}
-    allowed = mode.components
     bad = [c.value for c in chosen if c not in allowed]
     if bad:
         raise StableMTLError(
-            f"component(s) {', '.join(bad)} are not part of this {mode.value}-stream artifact: choose from "
+            f"component(s) {', '.join(bad)} are not part of this {manifest.mode.value}-stream artifact: choose from "
             f"{', '.join(c.value for c in allowed)}"
         )
     if not chosen:
         raise StableMTLError(f"no component to quantize: choose from {', '.join(c.value for c in allowed)}")
     return tuple(c for c in allowed if c in chosen)
+
+
+def _check_patterns(directory: Path, manifest: Manifest, chosen: Sequence[Component], options: QuantizeOptions) -> None:
+    """Every --exclude/--quantize pattern must match a node of some chosen graph (a typo is never ignored)."""
+    patterns = [*options.exclude, *options.quantize]
+    if not patterns:
+        return
+    graphs = {c.value: onnx.load(str(directory / manifest.entry(Precision.FP32, c).file), load_external_data=False)
+              for c in chosen}
+    bad = unmatched_patterns(patterns, graphs)
+    if bad:
+        raise StableMTLError(
+            f"pattern `{bad[0]}` matches no node of {', '.join(graphs)}: give a node name or a shell glob over node "
+            "names (e.g. `*/mid_block/*`) or a default rule key"
+        )
 
 
 def _cache_key(entry: ComponentEntry, calibration: CalibrationSet, options: QuantizeOptions,
@@ -166,6 +193,7 @@ def calibrate_artifact(
     gate_samples: Sequence[Sample] | None = None,
     gate_name: str = "",
     gate: GateOptions = GateOptions(),
+    mixed_tries: int = DEFAULT_MIXED_TRIES,
     tasks: Iterable[str] | str | None = None,
     seed: int = 0,
     topic: str | None = None,
@@ -179,7 +207,8 @@ def calibrate_artifact(
         calib_data: ``procedural``, an image folder, a video file or a ROS 2 bag.
         calib_size: number of consecutive frame pairs used for calibration.
         options: calibration method and exclusions.
-        components: components to quantize (default: ``unet`` and, multi-stream, ``unet_main``).
+        components: components to quantize (default: every component of the set, the distilled decoder
+            included when the artifact has one).
         thresholds: allowed relative change of each task's main metric.
         on_gate_fail: ``fallback`` keeps failing components at fp16; ``error`` raises and leaves the
             manifest unchanged (the report is still written).
@@ -188,6 +217,8 @@ def calibrate_artifact(
         gate_name: name of ``gate_samples`` for the report.
         gate: held-out frames judged first and at most, and the bootstrap settings; an inconclusive
             verdict counts as not passed.
+        mixed_tries: gate runs the mixed-precision search may spend on one failing component (0: none,
+            a failing component goes straight to its fallback).
         tasks: tasks run during calibration and scored by the gate (default all seven).
         seed: calibration sampling seed.
         topic: image topic when ``calib_data`` is a bag with several.
@@ -199,15 +230,18 @@ def calibrate_artifact(
     """
     directory = Path(directory)
     on_gate_fail = OnGateFail.parse(on_gate_fail, "--on-gate-fail value")
+    if isinstance(mixed_tries, bool) or not isinstance(mixed_tries, int) or mixed_tries < 0:
+        raise StableMTLError(f"the mixed-precision search's tries must be an integer >= 0, got {mixed_tries!r}")
     manifest = Manifest.load(directory)
     if Precision.FP32 not in manifest.components:
         raise StableMTLError(
             f"`{directory}` has no fp32 graphs: int8 calibration quantizes the fp32 graphs and checks against "
             "them; re-export with `stablemtl-export --precision fp32,fp16`"
         )
-    chosen = _parse_components(components, manifest.mode)
+    chosen = _parse_components(components, manifest)
     task_keys = tuple(t.key for t in parse_tasks(tasks))
     manifest.verify_files(directory, [Precision.FP32])
+    _check_patterns(directory, manifest, chosen, options)
     resolution = (manifest.profile.height, manifest.profile.width)
     calibration = load_calibration_set(calib_data, calib_size, resolution, seed=seed, topic=topic)
     if gate_samples is None:
@@ -226,7 +260,7 @@ def calibrate_artifact(
     stage = Path(tempfile.mkdtemp(prefix=".candidate-", dir=int8_dir))
     try:
         return _calibrate(directory, manifest, chosen, task_keys, calibration, samples, heldout, stage, options,
-                          thresholds, gate, on_gate_fail, threads, progress)
+                          thresholds, gate, on_gate_fail, mixed_tries, threads, progress)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -234,26 +268,37 @@ def calibrate_artifact(
 def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...], task_keys: tuple[str, ...],
                calibration: CalibrationSet, samples: Sequence[Sample], heldout: str, stage: Path,
                options: QuantizeOptions, thresholds: GateThresholds, gate_options: GateOptions,
-               on_gate_fail: OnGateFail, threads: int | None, progress: bool) -> CalibrationResult:
+               on_gate_fail: OnGateFail, mixed_tries: int, threads: int | None, progress: bool) -> CalibrationResult:
     int8_dir = directory / INT8_DIR
     fp32 = {c: manifest.entry(Precision.FP32, c) for c in chosen}
     caches = {}
     for c in chosen:
         key = _cache_key(fp32[c], calibration, options, task_keys, manifest.mode)
         caches[c] = directory / CACHE_DIR / f"{c.value}-{key[:24]}.json"
+    feeds: dict[Component, list[Path]] = {}
+    recordings = itertools.count()
+
+    def record(components: Iterable[Component]) -> None:
+        """Record the feeds of ``components`` not recorded yet, in one run of the fp32 pipeline."""
+        need = [c for c in components if c not in feeds]
+        if not need:
+            return
+        sources = [c for c in _set_components(manifest) if c in {_feed_source(n) for n in need}]
+        recorded = record_feeds(directory, manifest, calibration, sources, stage / f".feeds-{next(recordings)}",
+                                task_keys, threads, progress)
+        feeds.update({c: recorded[_feed_source(c)] for c in need})
+
+    record([c for c in chosen if not caches[c].is_file()])
     graphs: dict[Component, QuantizedGraph] = {}
-    with tempfile.TemporaryDirectory(prefix=".record-", dir=stage) as scratch:
-        missing = [c for c in chosen if not caches[c].is_file()]
-        feeds = {}
-        if missing:
-            feeds = record_feeds(directory, manifest, calibration, missing, scratch, task_keys, threads, progress)
-        for c in chosen:
-            if progress:
-                print(f"calibration: quantizing {c.value} ({options.method.value}"
-                      f"{', cached ranges' if c not in feeds else ''})", file=sys.stderr, flush=True)
-            reader = RecordedFeeds(feeds[c]) if c in feeds else None
-            graphs[c] = quantize_component(directory / fp32[c].file, stage / f"{c.value}.onnx", reader, options,
-                                           caches[c], c.value)
+    staged: dict[Component, Path] = {}  # each graph in its own folder: its external data keeps its final name
+    for c in chosen:
+        cached = caches[c].is_file()
+        if progress:
+            print(f"calibration: quantizing {c.value} ({options.method.value}{', cached ranges' if cached else ''})",
+                  file=sys.stderr, flush=True)
+        staged[c] = stage / c.value / f"{c.value}.onnx"
+        graphs[c] = quantize_component(directory / fp32[c].file, staged[c], None if cached else RecordedFeeds(feeds[c]),
+                                       options, caches[c], c.value, preprocessed=stage / f".float-{c.value}")
     base_record = {
         "method": options.method.value,
         **({"percentile": options.percentile} if options.method.value == "percentile" else {}),
@@ -261,9 +306,12 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         "format": "QDQ", "calibration_set": {"file": calibration_file(CALIBRATION_SET), "digest": calibration.digest,
                                              "size": len(calibration), "source": calibration.record.source},
     }
-    staged = f"{stage.relative_to(directory).as_posix()}"
-    entries = {c: _int8_entry(directory, f"{staged}/{c.value}.onnx", fp32[c], graphs[c],
-                              {**base_record, **graphs[c].record()}) for c in chosen}
+
+    def rel(path: Path) -> str:
+        return path.relative_to(directory).as_posix()
+
+    entries = {c: _int8_entry(directory, rel(staged[c]), fp32[c], graphs[c], {**base_record, **graphs[c].record()})
+               for c in chosen}
 
     # -- gate ----------------------------------------------------------------------------------------------
     modes = manifest.mode.serves
@@ -274,13 +322,13 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             f"the held-out samples label none of the calibrated tasks ({', '.join(task_keys)}): give labelled "
             "samples for at least one of them"
         )
+    runs: list[GateRun] = []
 
-    def trial(label: str, m: Manifest, precision: Precision) -> GateRun:
-        run = GateRun(directory, m, precision, label, modes, gate_tasks, threads, progress)
+    def trial(label: str, m: Manifest, precision: Precision, decoder: str = "full") -> GateRun:
+        run = GateRun(directory, m, precision, label, modes, gate_tasks, threads, progress, decoder)
         runs.append(run)
         return run
 
-    runs: list[GateRun] = []
     reference = trial("fp32", manifest, Precision.FP32)
     gate = Gate(reference, samples, thresholds, gate_options, progress)
     heldout += (f", {gate.first} frames first, {gate_options.frames} more at a time while a verdict is "
@@ -290,68 +338,156 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     if Precision.FP16 in manifest.components:
         fp16 = trial("fp16", manifest, Precision.FP16)
         fp16.extend(samples, gate.first)  # shown beside the others; judged only when it is what gets registered
-    int8_all = trial("int8", _candidate(manifest, entries, chosen), Precision.INT8)
-    all_verdicts = gate.judge(int8_all)
-    kept = list(chosen)
     fallbacks: dict[str, str] = {}
     messages: list[str] = []
     ablations: dict[str, list[TaskVerdict]] = {}
-    final_run, final_verdicts = int8_all, all_verdicts
-    if not all(v.passed for v in all_verdicts):
-        failures = _describe_failures(all_verdicts)
+    searches: dict[str, dict[str, Any]] = {}
+
+    def search(c: Component, others: Sequence[Component], judge: Gate, decoder: str,
+               failures: str) -> tuple[GateRun, list[TaskVerdict]] | None:
+        """Keep the most sensitive blocks of ``c`` in float, one more per try, until ``others + c`` passes."""
+        if mixed_tries < 1:
+            return None
+        record([c])
+        qdq = onnx.load(str(staged[c]))
+        flt = onnx.load(str(stage / f".float-{c.value}" / "pre.onnx"))
+        files = feeds[c]
+        n = min(SENSITIVITY_FEEDS, len(files))
+        picks = sorted({round(i * (len(files) - 1) / max(n - 1, 1)) for i in range(n)})
+        if progress:
+            print(f"calibration: {c.value} failed the gate; ranking its blocks by leave-one-out output error",
+                  file=sys.stderr, flush=True)
+        proxy = OutputError(flt, [_load_feed(files[i]) for i in picks], threads)
+        base, ranked = rank_blocks(qdq, flt, graphs[c].quantized, proxy)
+        helpful = [s for s in ranked if s.gain > 0]
+        log: dict[str, Any] = {
+            "proxy": "relative L2 error of the component's outputs against fp32, mean over recorded calibration "
+                     "feeds, with one block at a time in floating point (leave-one-out)",
+            "feeds": len(picks), "int8_error": base, "blocks": len(ranked), "max_tries": mixed_tries,
+            "failed_in_int8": failures, "ranking": [s.to_dict() for s in ranked[:12]], "tries": [],
+        }
+        searches[c.value] = log
+        floated: list[BlockSensitivity] = []
+        for s in helpful[:mixed_tries]:
+            floated.append(s)
+            layers = [name for b in floated for name in b.layers]
+            model = keep_in_float(qdq, flt, layers)
+            path = stage / f"{c.value}-mixed-{len(floated)}" / f"{c.value}.onnx"
+            path.parent.mkdir()
+            data = save_graph(model, path)
+            summary = inspect_qdq(model)
+            graph = replace(graphs[c], quantized=summary.quantized, qdq_nodes=summary.qdq_nodes, external_data=data,
+                            excluded={**graphs[c].excluded, **{name: "sensitivity" for name in layers}},
+                            excluded_layers=(*graphs[c].excluded_layers, *layers))
+            mixed = {"blocks_in_float": [b.block for b in floated], "layers_in_float": len(layers),
+                     "int8_layers_before": len(graphs[c].quantized), "int8_layers_after": len(summary.quantized),
+                     "proxy_error_before": base, "proxy_error_after": proxy(model)}
+            entry = _int8_entry(directory, rel(path), fp32[c], graph, {**base_record, **graph.record(), "mixed": mixed})
+            del model
+            run = trial(f"int8[{c.value}: {len(floated)} block(s) float]",
+                        _candidate(manifest, {**entries, c: entry}, [*others, c]), Precision.INT8, decoder)
+            verdicts = judge.judge(run)
+            passed = all(v.passed for v in verdicts)
+            log["tries"].append({"blocks_in_float": len(floated), "proxy_error": mixed["proxy_error_after"],
+                                 "passed": passed, "failures": _describe_failures(verdicts)})
+            if passed:
+                entries[c], graphs[c], staged[c] = entry, graph, path
+                return run, verdicts
+        return None
+
+    def settle(lane: Sequence[Component], others: Sequence[Component], judge: Gate, decoder: str,
+               label: str) -> tuple[list[TaskVerdict], list[Component], GateRun | None, list[TaskVerdict] | None]:
+        """Judge ``lane`` in int8 (``others`` in int8 around it); a failing component is searched for a mixed
+        graph that passes, else left at fallback. Returns the first verdicts, what passed, the final run."""
+        first = trial(label, _candidate(manifest, entries, [*others, *lane]), Precision.INT8, decoder)
+        verdicts = judge.judge(first)
+        if all(v.passed for v in verdicts):
+            return verdicts, list(lane), first, verdicts
+        failures = _describe_failures(verdicts)
         if on_gate_fail is OnGateFail.ERROR:
             report = _report(directory, calibration, options, thresholds, gate_options, heldout, modes, runs,
-                             all_verdicts, all_verdicts, ablations, entries, {}, manifest, chosen,
-                             ["int8 pipeline did not pass the gate: " + failures,
+                             verdicts, verdicts, ablations, entries, {}, manifest, chosen,
+                             [f"{label} pipeline did not pass the gate: " + failures,
                               "manifest left unchanged (--on-gate-fail error)"],
-                             "FAILED: the int8 pipeline did not pass the gate; nothing registered")
+                             "FAILED: the int8 pipeline did not pass the gate; nothing registered", searches)
             _, md = write_report(int8_dir, report)
             raise StableMTLError(
                 f"int8 did not pass the accuracy gate ({failures}); the manifest is unchanged; see `{md}`; raise "
                 "--gate-threshold or --gate-max-frames, add --exclude patterns, try --method entropy or use "
                 "--on-gate-fail fallback"
             )
-        if len(chosen) == 1:
-            kept = []
-            fallbacks[chosen[0].value] = failures
-        else:
-            for c in chosen:
-                alone = trial(f"int8[{c.value}]", _candidate(manifest, entries, [c]), Precision.INT8)
-                verdicts = gate.judge(alone)
-                ablations[c.value] = verdicts
-                if not all(v.passed for v in verdicts):
+        if len(lane) == 1:
+            found = search(lane[0], others, judge, decoder, failures)
+            if found is None:
+                fallbacks[lane[0].value] = failures
+                return verdicts, [], None, None
+            return verdicts, list(lane), *found
+        kept = list(lane)
+        for c in lane:
+            alone = trial(f"int8[{c.value}]", _candidate(manifest, entries, [*others, c]), Precision.INT8, decoder)
+            ablations[c.value] = judge.judge(alone)
+            if not all(v.passed for v in ablations[c.value]):
+                why = _describe_failures(ablations[c.value])
+                if search(c, others, judge, decoder, why) is None:
                     kept.remove(c)
-                    fallbacks[c.value] = _describe_failures(verdicts)
-            if kept:
-                final_run = trial("int8 (final)", _candidate(manifest, entries, kept), Precision.INT8)
-                final_verdicts = gate.judge(final_run)
-                if not all(v.passed for v in final_verdicts):
-                    for c in kept:
-                        fallbacks[c.value] = ("passes alone but not together with the others: "
-                                              + _describe_failures(final_verdicts))
-                    kept = []
+                    fallbacks[c.value] = why
         if not kept:
-            final_run = fp16 or reference
-            final_verdicts = gate.judge(final_run)
-        for name, why in fallbacks.items():
-            fb = _fallback_entry(manifest, Component(name))
-            messages.append(f"{name} did not pass the gate ({why}); left at {fb.precision.value} (`{fb.file}`), "
-                            "its int8 graph discarded")
-        judged = [*all_verdicts, *(v for vs in ablations.values() for v in vs), *final_verdicts]
-        if any(v.verdict is Verdict.INCONCLUSIVE for v in judged):
-            messages.append("an inconclusive verdict (at the frame cap, an interval still straddling the threshold "
-                            "or too few frames of the task) counts as not passed: more held-out frames "
-                            "(--gate-max-frames) can settle it")
+            return verdicts, [], None, None
+        final = trial(f"{label} (final)", _candidate(manifest, entries, [*others, *kept]), Precision.INT8, decoder)
+        final_verdicts = judge.judge(final)
+        if not all(v.passed for v in final_verdicts):
+            for c in kept:
+                fallbacks[c.value] = "passes alone but not together with the others: " + _describe_failures(final_verdicts)
+            return verdicts, [], None, None
+        return verdicts, kept, final, final_verdicts
+
+    main = [c for c in chosen if c is not Component.TINY_DECODER]
+    kept: list[Component] = []
+    all_verdicts: list[TaskVerdict] = []
+    final_verdicts: Sequence[TaskVerdict] | None = None
+    if main:
+        all_verdicts, kept, _, final_verdicts = settle(main, [], gate, "full", "int8")
+    if final_verdicts is None:
+        final_verdicts = gate.judge(fp16 or reference)  # nothing in int8 here: the set runs its fallback graphs
+    tiny_verdicts: list[TaskVerdict] = []
+    if Component.TINY_DECODER in chosen:
+        # The distilled decoder only decodes with decoder=tiny: judged there, against fp32 decoded by it too,
+        # with the rest of the int8 set as registered around it.
+        tiny_ref = trial("fp32 (tiny decoder)", manifest, Precision.FP32, "tiny")
+        tiny_gate = Gate(tiny_ref, samples, thresholds, gate_options, progress)
+        first, tiny_kept, _, tiny_final = settle([Component.TINY_DECODER], kept, tiny_gate, "tiny",
+                                                 "int8 (tiny decoder)")
+        tiny_verdicts = tiny_final or first
+        all_verdicts = all_verdicts or first
+        kept += tiny_kept
+    for name, why in fallbacks.items():
+        fb = _fallback_entry(manifest, Component(name))
+        tried = searches.get(name)
+        tail = (f"; keeping up to {len(tried['tries'])} of its most sensitive blocks in floating point did not pass "
+                "either" if tried and tried["tries"] else "")
+        messages.append(f"{name} did not pass the gate ({why}){tail}; left at {fb.precision.value} (`{fb.file}`), "
+                        "its int8 graph discarded")
+    for c in kept:
+        mixed = (entries[c].quantization or {}).get("mixed")
+        if mixed:
+            messages.append(f"{c.value} failed the gate in int8; with {len(mixed['blocks_in_float'])} block(s) kept in "
+                            f"floating point ({', '.join(mixed['blocks_in_float'])}) it passes: "
+                            f"{mixed['int8_layers_after']} of {mixed['int8_layers_before']} layers stay in int8")
+    judged = [*all_verdicts, *(v for vs in ablations.values() for v in vs), *final_verdicts, *tiny_verdicts]
+    if any(v.verdict is Verdict.INCONCLUSIVE for v in judged):
+        messages.append("an inconclusive verdict (at the frame cap, an interval still straddling the threshold "
+                        "or too few frames of the task) counts as not passed: more held-out frames "
+                        "(--gate-max-frames) can settle it")
     # Commit: move the kept graphs out of the staging folder; registered graphs of the others go away.
     for c in chosen:
         final_rel = graph_file(Precision.INT8, c)
         if c in kept:
             graph = graphs[c]
             if graph.external_data:
-                os.replace(stage / graph.external_data, int8_dir / graph.external_data)
+                os.replace(staged[c].parent / graph.external_data, int8_dir / graph.external_data)
             elif (directory / external_data_name(final_rel)).exists():
                 (directory / external_data_name(final_rel)).unlink()
-            os.replace(stage / f"{c.value}.onnx", directory / final_rel)
+            os.replace(staged[c], directory / final_rel)
             entries[c] = replace(entries[c], file=final_rel)
         else:
             remove_graph(directory / final_rel)
@@ -366,7 +502,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         verdict = (f"FALLBACK: no component passed the gate in int8; the int8 set runs the {fallback_precision} "
                    "graphs")
     report = _report(directory, calibration, options, thresholds, gate_options, heldout, modes, runs, all_verdicts,
-                     final_verdicts, ablations, entries, fallbacks, final_manifest, chosen, messages, verdict)
+                     final_verdicts, ablations, entries, fallbacks, final_manifest, chosen, messages, verdict, searches,
+                     tiny_verdicts)
     json_path, md_path = write_report(int8_dir, report)
     # Record the int8 set: entries for fallbacks say why, files list the int8 graphs.
     comps = final_manifest.components[Precision.INT8]
@@ -388,9 +525,19 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             files[data] = file_sha256(directory / data)
     final_manifest = replace(final_manifest, files=files)
     final_manifest.save(directory)  # last, atomically
-    precisions = {c.value: comps[c].precision.value for c in manifest.mode.components}
-    return CalibrationResult(directory, precisions, fallbacks, all(v.passed for v in final_verdicts), json_path,
-                             md_path, report)
+    precisions = {c.value: comps[c].precision.value for c in _set_components(manifest)}
+    passed = all(v.passed for v in final_verdicts) and all(v.passed for v in tiny_verdicts)
+    return CalibrationResult(directory, precisions, fallbacks, passed, json_path, md_path, report)
+
+
+def _feed_source(component: Component) -> Component:
+    """Whose recorded feeds calibrate ``component``: the distilled decoder reads the full decoder's inputs."""
+    return Component.DECODER if component is Component.TINY_DECODER else component
+
+
+def _load_feed(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
 
 
 def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptions, thresholds: GateThresholds,
@@ -398,13 +545,16 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
             int8_verdicts: Sequence[TaskVerdict],
             final_verdicts: Sequence[TaskVerdict], ablations: dict[str, list[TaskVerdict]],
             entries: dict[Component, ComponentEntry], fallbacks: dict[str, str], final: Manifest,
-            chosen: Sequence[Component], messages: list[str], verdict: str) -> CalibrationReport:
+            chosen: Sequence[Component], messages: list[str], verdict: str,
+            searches: dict[str, dict[str, Any]], tiny_verdicts: Sequence[TaskVerdict] = ()) -> CalibrationReport:
     components: dict[str, ComponentReport] = {}
     registered = final.components.get(Precision.INT8, {})
-    for c in final.mode.components:
+    for c in _set_components(final):
         q = (entries[c].quantization or {}) if c in chosen else {}
         reg = registered.get(c)
-        note = ("int8" if reg is not None and reg.precision is Precision.INT8 else
+        mixed = q.get("mixed") if reg is not None and reg.precision is Precision.INT8 else None
+        note = (f"int8, {len(mixed['blocks_in_float'])} block(s) kept in floating point" if mixed else
+                "int8" if reg is not None and reg.precision is Precision.INT8 else
                 f"failed gate, left at {reg.precision.value}" if c.value in fallbacks and reg is not None else
                 "not selected")
         components[c.value] = ComponentReport(
@@ -415,6 +565,9 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
             excluded_nodes=tuple(q.get("excluded_nodes", ())),
             excluded_by_rule=dict(q.get("excluded_by_rule", {})),
             note=note,
+            quantized_layers=tuple(q.get("quantized_layers", ())),
+            excluded_layer_names=tuple(q.get("excluded_layer_names", ())),
+            mixed={**(mixed or {}), **({"search": searches[c.value]} if c.value in searches else {})},
         )
     ratio = {}
     records = [r.record() for r in runs]
@@ -438,6 +591,7 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
             heldout=heldout, thresholds=thresholds, options=gate_options, modes=tuple(m.value for m in modes),
             int8=tuple(int8_verdicts),
             final=tuple(final_verdicts), ablations={c: tuple(vs) for c, vs in ablations.items()},
+            tiny_decoder=tuple(tiny_verdicts),
         ),
         components=components,
         runs=tuple(records),

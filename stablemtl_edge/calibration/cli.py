@@ -19,7 +19,7 @@ from ..errors import StableMTLError
 from ..cli.parsers import nonnegative_int, percentile, positive_int
 from ..cli.shell import HelpFormatter, run_cli, summary
 from ..artifact.manifest import Component
-from .calibrate import calibrate_artifact
+from .calibrate import DEFAULT_MIXED_TRIES, calibrate_artifact
 from .exclusions import DEFAULT_RULES
 from .gate import (
     DEFAULT_GATE_FRAMES,
@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activation range calibration")
     q.add_argument("--percentile", type=percentile, default=99.999, help="clipping percentile of --method percentile")
     q.add_argument("--components", default=None,
-                   help="comma-separated components to quantize (default: unet, and unet_main when multi-stream; "
-                        f"choose among {', '.join(c.value for c in Component)})")
+                   help="comma-separated components to quantize (default: every component of the artifact, the "
+                        f"distilled decoder included; choose among {', '.join(c.value for c in Component)})")
     rules = ", ".join(r.key for r in DEFAULT_RULES)
     q.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="keep nodes matching this name or shell glob in floating point (repeatable), "
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--gate-max-frames", type=positive_int, default=DEFAULT_GATE_MAX_FRAMES,
                    help="the most held-out frames a verdict may use; an interval still straddling the threshold "
                         "there is inconclusive, which counts as not passed (the component stays at fp16)")
+    a.add_argument("--mixed-tries", type=nonnegative_int, default=DEFAULT_MIXED_TRIES,
+                   help="gate runs per failing component for the mixed-precision search, which keeps its most "
+                        "sensitive blocks in floating point one more per try (0: a failing component goes to fp16)")
     a.add_argument("--gate-benchmark", help="score on a labelled benchmark instead (a stablemtl-eval benchmark name)")
     a.add_argument("--gate-data", type=Path, help="root of --gate-benchmark")
     p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (default: all cores)")
@@ -116,7 +119,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     result = calibrate_artifact(
         args.artifacts, args.calib_data, args.calib_size, options=options, components=args.components,
         thresholds=thresholds, on_gate_fail=args.on_gate_fail, gate_samples=samples,
-        gate_name=args.gate_benchmark or "", gate=gate, tasks=args.tasks, seed=args.seed,
+        gate_name=args.gate_benchmark or "", gate=gate, mixed_tries=args.mixed_tries, tasks=args.tasks, seed=args.seed,
         topic=args.topic, threads=args.threads, progress=not args.quiet,
     )
     report = result.report
@@ -125,7 +128,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"  {message}")
     for name, comp in report.components.items():
         print(f"  {name}: {comp.precision} ({comp.quantized_nodes} layers in int8, "
-              f"{comp.excluded_layers} layers kept in floating point)")
+              f"{comp.excluded_layers} layers kept in floating point{'; ' + comp.note if 'block' in comp.note else ''})")
     print(f"  {report.cpu.note}")
     print(f"report: {result.report_md}")
     return 0

@@ -17,6 +17,16 @@ whose error reaches every output or that have no well-behaved weight:
   tasks (``[7, C, C/2]``): int8 GEMM kernels take per-channel scales on 2-D weights only (onnxruntime's
   CPU kernel rejects the graph), and these small MLPs cost little in floating point.
 
+The VAE graphs (``encoder``, ``decoder`` and the distilled ``tiny_decoder``) follow ModelOpt's practice for
+diffusion pipelines, which excludes ``conv_in``/``conv_out``/``conv_shortcut`` and the normalisation by
+name and leaves the VAE's attention softmax in high precision. On top of the shared rules above (norms,
+softmax, activation x activation MatMuls, ``conv_in``/``conv_out``), two VAE-only rules:
+
+- ``vae_boundary``: the first and the last layer of the graph by structure (no Conv/MatMul/Gemm before,
+  or none after): they read the image or latent and write the latent or image every task decodes; this
+  catches ``quant_conv``/``post_quant_conv`` and the distilled decoder, whose layers have no such names;
+- ``vae_shortcut``: the 1x1 ``conv_shortcut`` of residual blocks that change width, as ModelOpt does.
+
 Rules match our exported graphs' node names (TorchScript exporter: ``/unet/unet/conv_in/Conv``,
 ``/main/unet/unet/down_blocks.0/.../attn2/to_k/MatMul``) with shell-style globs, by op type, or by
 structure. Users add patterns (``--exclude``), and force layers back to int8 by rule key or pattern
@@ -33,11 +43,14 @@ import onnx
 
 from ..errors import StableMTLError
 
-__all__ = ["ExclusionRule", "DEFAULT_RULES", "QUANTIZED_OP_TYPES", "Exclusions", "resolve_exclusions"]
+__all__ = ["ExclusionRule", "DEFAULT_RULES", "QUANTIZED_OP_TYPES", "VAE_COMPONENTS", "Exclusions", "resolve_exclusions",
+           "unmatched_patterns"]
 
 #: Layers that get Q/DQ on their inputs: TensorRT runs exactly these in int8 when their inputs are
 #: quantized; everything between them stays in floating point.
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+#: The VAE graphs, which get the VAE-only rules.
+VAE_COMPONENTS = ("encoder", "decoder", "tiny_decoder")
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class GraphIndex:
     nodes: tuple[onnx.NodeProto, ...]
     constants: frozenset[str]
     ranks: Mapping[str, int]  # constant name -> rank (initializers and Constant nodes)
+    boundary: frozenset[str] = frozenset()  # layers with no other layer upstream, or none downstream
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> GraphIndex:
@@ -55,7 +69,8 @@ class GraphIndex:
             if n.op_type == "Constant":
                 value = next((a.t for a in n.attribute if a.name == "value"), None)
                 ranks[n.output[0]] = len(value.dims) if value is not None else 0
-        return cls(tuple(model.graph.node), frozenset(ranks), ranks)
+        nodes = tuple(model.graph.node)
+        return cls(nodes, frozenset(ranks), ranks, _boundary_layers(nodes))
 
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
@@ -78,6 +93,10 @@ class ExclusionRule:
     patterns: tuple[str, ...] = ()
     op_types: tuple[str, ...] = ()
     predicate: Callable[[onnx.NodeProto, GraphIndex], bool] | None = field(default=None, compare=False)
+    components: tuple[str, ...] = ()  # the components it applies to; empty: every component
+
+    def applies_to(self, component: str) -> bool:
+        return not self.components or component in self.components
 
     def matches(self, node: onnx.NodeProto, graph: GraphIndex) -> bool:
         if node.op_type in self.op_types:
@@ -85,6 +104,31 @@ class ExclusionRule:
         if any(fnmatch.fnmatchcase(node.name, p) for p in self.patterns):
             return True
         return self.predicate is not None and self.predicate(node, graph)
+
+
+def _boundary_layers(nodes: Sequence[onnx.NodeProto]) -> frozenset[str]:
+    """The layers (:data:`QUANTIZED_OP_TYPES`) that no other layer feeds, and those that feed no other layer.
+
+    Two passes over the (topologically ordered) graph: whether a tensor depends on some layer's output,
+    and whether some layer depends on a tensor.
+    """
+    after_layer: set[str] = set()  # tensors computed from some layer's output
+    first = set()
+    for n in nodes:
+        upstream = any(i in after_layer for i in n.input)
+        if n.op_type in QUANTIZED_OP_TYPES and not upstream:
+            first.add(n.name)
+        if upstream or n.op_type in QUANTIZED_OP_TYPES:
+            after_layer.update(n.output)
+    before_layer: set[str] = set()  # tensors some layer reads, directly or through other nodes
+    last = set()
+    for n in reversed(nodes):
+        downstream = any(o in before_layer for o in n.output)
+        if n.op_type in QUANTIZED_OP_TYPES and not downstream:
+            last.add(n.name)
+        if downstream or n.op_type in QUANTIZED_OP_TYPES:
+            before_layer.update(n.input)
+    return frozenset(first | last)
 
 
 def _activation_matmul(node: onnx.NodeProto, graph: GraphIndex) -> bool:
@@ -119,6 +163,10 @@ DEFAULT_RULES: tuple[ExclusionRule, ...] = (
         "batched_weight_matmul", "MatMuls with a batched 3-D weight (task-attention key/value MLPs stacked over tasks)",
         predicate=_batched_weight_matmul,
     ),
+    ExclusionRule("vae_boundary", "first and last layer of a VAE graph (image/latent in and out)",
+                  predicate=lambda node, graph: node.name in graph.boundary, components=VAE_COMPONENTS),
+    ExclusionRule("vae_shortcut", "1x1 conv_shortcut of VAE residual blocks that change width (ModelOpt's list)",
+                  ("*/conv_shortcut/*",), components=VAE_COMPONENTS),
     ExclusionRule("task_attention_softmax", "the task-attention softmax over auxiliary streams",
                   ("*/task_attention*/Softmax*",)),
     ExclusionRule("softmax", "attention softmax", op_types=("Softmax",)),
@@ -151,9 +199,10 @@ class Exclusions:
         return out
 
 
-def _check_pattern(pattern: str, names: Sequence[str], what: str, component: str) -> list[str]:
+def _check_pattern(pattern: str, names: Sequence[str], what: str, component: str,
+                   require_match: bool = True) -> list[str]:
     hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    if not hits:
+    if not hits and require_match:
         example = next((n for n in names if "conv" in n.lower()), names[0] if names else "")
         raise StableMTLError(
             f"{what} pattern `{pattern}` matches no node of `{component}`: give a node name or a shell glob "
@@ -169,6 +218,7 @@ def resolve_exclusions(
     exclude: Iterable[str] = (),
     quantize: Iterable[str] = (),
     defaults: bool = True,
+    require_match: bool = True,
 ) -> Exclusions:
     """Resolve the default rules and the user's overrides against the real node names of a graph.
 
@@ -177,20 +227,22 @@ def resolve_exclusions(
         component: its name, for messages.
         exclude: extra node names or globs to keep in floating point.
         quantize: rule keys to drop, or node names / globs to force into int8 despite a default rule.
-        defaults: apply :data:`DEFAULT_RULES`.
+        defaults: apply :data:`DEFAULT_RULES` (those that apply to ``component``).
+        require_match: a pattern that matches no node of this graph is an error (with several components,
+            the caller checks instead that each pattern matches some graph: :func:`unmatched_patterns`).
 
     Raises:
         StableMTLError: a pattern or rule key that matches nothing.
     """
     graph = GraphIndex.of(model)
     names = graph.names()
-    rules = list(DEFAULT_RULES) if defaults else []
+    rules = [r for r in DEFAULT_RULES if r.applies_to(component)] if defaults else []
     forced: set[str] = set()
     for item in quantize:
         if item in _RULES_BY_KEY:
             rules = [r for r in rules if r.key != item]
         else:
-            forced.update(_check_pattern(item, names, "--quantize", component))
+            forced.update(_check_pattern(item, names, "--quantize", component, require_match))
     excluded: dict[str, str] = {}
     for node in graph.nodes:
         for rule in rules:
@@ -198,7 +250,7 @@ def resolve_exclusions(
                 excluded[node.name] = rule.key
                 break
     for pattern in exclude:
-        for name in _check_pattern(pattern, names, "--exclude", component):
+        for name in _check_pattern(pattern, names, "--exclude", component, require_match):
             excluded.setdefault(name, f"exclude:{pattern}")
     for name in forced:
         excluded.pop(name, None)
@@ -208,3 +260,9 @@ def resolve_exclusions(
     candidates = tuple(n for n in layers if n not in excluded)
     excluded_layers = tuple(n for n in layers if n in excluded)
     return Exclusions(excluded, candidates, excluded_layers, tuple(r.key for r in rules))
+
+
+def unmatched_patterns(patterns: Iterable[str], graphs: Mapping[str, onnx.ModelProto]) -> list[str]:
+    """The patterns (rule keys aside) that match no node of any of ``graphs`` (component -> graph)."""
+    names = [n.name for g in graphs.values() for n in g.graph.node]
+    return [p for p in patterns if p not in _RULES_BY_KEY and not any(fnmatch.fnmatchcase(n, p) for n in names)]

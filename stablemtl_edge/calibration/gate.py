@@ -388,8 +388,9 @@ class GateRun:
 
     def __init__(self, directory: str | Path, manifest: Manifest, precision: Precision, label: str,
                  modes: Sequence[Mode], tasks: Sequence[str] = TASK_NAMES, threads: int | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, decoder: str = "full") -> None:
         self.directory, self.manifest, self.precision, self.label = Path(directory), manifest, precision, label
+        self.decoder = decoder  # ``tiny``: the distilled decoder decodes (the runtime's ``decoder`` option)
         self.modes, self.tasks, self.threads, self.progress = tuple(modes), tuple(tasks), threads, progress
         self.evaluations = {m.value: Evaluation(self.tasks, benchmark=f"{label} {m.value}-stream") for m in modes}
         self.precisions: dict[str, str] = {}
@@ -413,11 +414,11 @@ class GateRun:
             with Runtime.from_artifacts(
                 self.directory, tasks=list(self.tasks), mode=mode, backend=Backend.ONNXRUNTIME,
                 precision=self.precision, providers=["CPUExecutionProvider"], threads=self.threads,
-                manifest=self.manifest,
+                manifest=self.manifest, decoder=self.decoder,
             ) as rt:
                 predictor = _TimedPredictor(rt)
                 self.evaluations[mode.value].add(predictor, batch, self.progress)
-                self.precisions.update({c.value: r.entry.precision.value for c, r in rt.runners.items()})
+                self.precisions.update({r.entry.component.value: r.entry.precision.value for r in rt.runners.values()})
             self._seconds[mode.value] += predictor.seconds
             self._unet_seconds[mode.value] += predictor.unet_seconds
             self._predictions[mode.value] += predictor.frames

@@ -46,6 +46,7 @@ __all__ = [
     "quantize_component",
     "inspect_qdq",
     "remove_graph",
+    "save_graph",
 ]
 
 _PROTOBUF_LIMIT = 2 * 1024**3
@@ -141,6 +142,8 @@ class QuantizedGraph:
         return {
             "quantized_nodes": len(self.quantized),
             "excluded_layers": len(self.excluded_layers),
+            "quantized_layers": list(self.quantized),
+            "excluded_layer_names": list(self.excluded_layers),
             "excluded_nodes": list(self.excluded),
             "excluded_by_rule": by_rule,
             "qdq_nodes": self.qdq_nodes,
@@ -203,7 +206,7 @@ def _quiet_ort_advice() -> Iterator[None]:
         root.removeFilter(f)
 
 
-def _save(model: onnx.ModelProto, path: Path) -> str | None:
+def save_graph(model: onnx.ModelProto, path: Path) -> str | None:
     """Save as one file, or with one external data file ``<name>.data`` above protobuf's 2 GB."""
     size = sum(len(t.raw_data) for t in model.graph.initializer)
     if size + (64 << 20) < _PROTOBUF_LIMIT:
@@ -222,6 +225,7 @@ def quantize_component(
     options: QuantizeOptions,
     cache: str | Path,
     component: str = "",
+    preprocessed: str | Path | None = None,
 ) -> QuantizedGraph:
     """Write the int8 QDQ version of one fp32 graph.
 
@@ -232,6 +236,8 @@ def quantize_component(
         options: method and exclusions.
         cache: calibration-range cache file (read when present, written otherwise).
         component: name for messages.
+        preprocessed: a directory that receives the pre-processed fp32 graph the quantizer started from
+            (``pre.onnx``, same node names as the int8 graph), for :func:`~.mixed.keep_in_float`.
 
     Returns:
         The quantized and excluded nodes, read back from the written graph.
@@ -258,7 +264,7 @@ def quantize_component(
                               all_tensors_to_one_file=True, external_data_location="pre.onnx.data")
             exclusions = resolve_exclusions(
                 onnx.load(str(pre), load_external_data=False), component, options.exclude, options.quantize,
-                options.default_exclusions,
+                options.default_exclusions, require_match=False,  # the caller checks patterns over every graph
             )
             if not exclusions.candidates:
                 raise StableMTLError(
@@ -302,10 +308,15 @@ def quantize_component(
         summary = inspect_qdq(model)
         _check_tensorrt_rules(summary, exclusions, component)
         staged = Path(scratch) / destination.name
-        data = _save(model, staged)
+        data = save_graph(model, staged)
         del model
         onnx.checker.check_model(str(staged))
         _move_into_place(staged, destination, data)
+        if preprocessed is not None:
+            Path(preprocessed).mkdir(parents=True, exist_ok=True)
+            for f in Path(scratch).iterdir():
+                if f.name.startswith("pre.onnx"):
+                    f.replace(Path(preprocessed) / f.name)
     return QuantizedGraph(
         quantized=summary.quantized,
         excluded=dict(exclusions.excluded),

@@ -118,8 +118,13 @@ class ComponentReport:
         quantized_nodes: Conv/MatMul/Gemm layers with int8 Q/DQ inputs.
         excluded_layers: Conv/MatMul/Gemm layers a rule kept in floating point.
         excluded_nodes: every node a rule names (normalisation and softmax included).
-        excluded_by_rule: rule key -> nodes it excluded.
-        note: ``int8``, ``failed gate, left at fp16`` or ``not selected``.
+        excluded_by_rule: rule key -> nodes it excluded (``sensitivity``: kept in float by the mixed search).
+        note: ``int8``, ``int8, 2 block(s) kept in floating point``, ``failed gate, left at fp16`` or
+            ``not selected``.
+        quantized_layers: names of the layers in int8.
+        excluded_layer_names: names of the layers kept in floating point.
+        mixed: the mixed-precision search, when one ran: the blocks kept in float, int8 layers before and
+            after, the proxy errors, the ranking and every try with its gate outcome.
     """
 
     precision: str
@@ -129,17 +134,24 @@ class ComponentReport:
     excluded_nodes: tuple[str, ...] = ()
     excluded_by_rule: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    quantized_layers: tuple[str, ...] = ()
+    excluded_layer_names: tuple[str, ...] = ()
+    mixed: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "file": self.file, "quantized_nodes": self.quantized_nodes,
                 "excluded_layers": self.excluded_layers, "excluded_nodes": list(self.excluded_nodes),
-                "excluded_by_rule": dict(self.excluded_by_rule), "note": self.note}
+                "excluded_by_rule": dict(self.excluded_by_rule), "note": self.note,
+                "quantized_layers": list(self.quantized_layers), "excluded_layer_names": list(self.excluded_layer_names),
+                "mixed": dict(self.mixed)}
 
     @classmethod
     def from_dict(cls, d: Any) -> ComponentReport:
         return cls(str(d["precision"]), str(d["file"]), int(d["quantized_nodes"]), int(d["excluded_layers"]),
                    tuple(str(n) for n in d["excluded_nodes"]),
-                   {str(k): int(v) for k, v in d["excluded_by_rule"].items()}, str(d["note"]))
+                   {str(k): int(v) for k, v in d["excluded_by_rule"].items()}, str(d["note"]),
+                   tuple(str(n) for n in d["quantized_layers"]), tuple(str(n) for n in d["excluded_layer_names"]),
+                   dict(d["mixed"]))
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,8 @@ class GateReport:
         int8: every task of every mode with every selected component in int8.
         final: the same for the set as registered.
         ablations: component -> verdicts with only that component in int8 (run when ``int8`` fails).
+        tiny_decoder: the set decoded by the distilled decoder (``decoder=tiny``) against fp32 decoded by it,
+            as registered (empty when the distilled decoder was not calibrated).
     """
 
     heldout: str
@@ -163,12 +177,14 @@ class GateReport:
     int8: tuple[TaskVerdict, ...]
     final: tuple[TaskVerdict, ...]
     ablations: dict[str, tuple[TaskVerdict, ...]] = field(default_factory=dict)
+    tiny_decoder: tuple[TaskVerdict, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"heldout": self.heldout, "thresholds": self.thresholds.to_dict(), "options": self.options.to_dict(),
                 "modes": list(self.modes),
                 "int8": [v.to_dict() for v in self.int8], "final": [v.to_dict() for v in self.final],
-                "ablations": {c: [v.to_dict() for v in vs] for c, vs in self.ablations.items()}}
+                "ablations": {c: [v.to_dict() for v in vs] for c, vs in self.ablations.items()},
+                "tiny_decoder": [v.to_dict() for v in self.tiny_decoder]}
 
     @classmethod
     def from_dict(cls, d: Any) -> GateReport:
@@ -178,7 +194,7 @@ class GateReport:
         return cls(str(d["heldout"]), GateThresholds.from_dict(d["thresholds"]), GateOptions.from_dict(d["options"]),
                    tuple(str(m) for m in d["modes"]),
                    verdicts(d["int8"]), verdicts(d["final"]),
-                   {str(c): verdicts(vs) for c, vs in d["ablations"].items()})
+                   {str(c): verdicts(vs) for c, vs in d["ablations"].items()}, verdicts(d["tiny_decoder"]))
 
 
 @dataclass(frozen=True)
@@ -211,7 +227,9 @@ class CalibrationReport(JsonRecord):
     int8_fp32_time_ratio: dict[str, dict[str, float]]
     tasks: tuple[str, ...]
 
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: bootstrap intervals, frames and a three-way verdict per task
+    # 2: bootstrap intervals, frames and a three-way verdict per task; 3: layer names, the mixed-precision
+    # search per component, the distilled decoder's verdicts
+    FORMAT_VERSION: ClassVar[int] = 3
     record_name: ClassVar[str] = "calibration report (written by stablemtl-calibrate)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -332,6 +350,38 @@ def render_markdown(report: CalibrationReport) -> str:
             f"{m}-stream {_fmt(x['total'], 2)}x per frame, {_fmt(x['unet'], 2)}x in the UNet calls"
             for m, x in ratio.items()
         ) + (" (no VNNI here: see the CPU note)" if report.cpu.vnni is False else "")]
+    if gate.tiny_decoder:
+        lines += ["", "## Decoded by the distilled decoder", "",
+                  "The set as registered with `decoder=tiny`, against fp32 decoded by the distilled decoder:", ""]
+        lines += [f"- {v.describe()}" for v in gate.tiny_decoder]
+    searched = {n: c.mixed for n, c in report.components.items() if c.mixed}
+    if searched:
+        lines += ["", "## Mixed precision", "",
+                  "A component that fails the gate in int8 has its blocks ranked by the relative L2 error of its "
+                  "outputs against fp32 on recorded calibration feeds, with one block at a time back in floating "
+                  "point (leave-one-out); the most sensitive are then kept in floating point one more per try, "
+                  "each try judged by the gate.", "",
+                  "| component | blocks kept in float | int8 layers before -> after | proxy error before -> after | "
+                  "gate tries |", "|---|---|---:|---:|---:|"]
+        for name, m in searched.items():
+            search = m.get("search", {})
+            blocks = ", ".join(f"`{b}`" for b in m.get("blocks_in_float", ())) or "none passed"
+            layers = (f"{m['int8_layers_before']} -> {m['int8_layers_after']}" if "int8_layers_after" in m else
+                      f"{report.components[name].quantized_nodes} -> 0")
+            errors = (f"{_fmt(m['proxy_error_before'])} -> {_fmt(m['proxy_error_after'])}" if "proxy_error_after" in m
+                      else _fmt(search.get("int8_error")))
+            lines.append(f"| {name} | {blocks} | {layers} | {errors} | {len(search.get('tries', ()))} |")
+        for name, m in searched.items():
+            for t in m.get("search", {}).get("tries", ()):
+                lines.append(f"- {name}, {t['blocks_in_float']} block(s) in float: proxy {_fmt(t['proxy_error'])}, "
+                             f"{'pass' if t['passed'] else 'not passed: ' + t['failures']}")
+    lines += ["", "## Quantized and excluded layers", ""]
+    for name, comp in report.components.items():
+        for title, layers in (("in int8", comp.quantized_layers), ("kept in floating point", comp.excluded_layer_names)):
+            if layers:
+                lines += [f"<details><summary>{name}: {len(layers)} layers {title}</summary>", "", "```"]
+                lines += layers
+                lines += ["```", "", "</details>", ""]
     lines += ["", "## Excluded nodes", ""]
     for name, comp in report.components.items():
         if comp.excluded_nodes:
