@@ -133,7 +133,7 @@ step_calibrate() {
 
 build_engines() {
     glue has "$ART" "$1" || skip "the artifact has no $1 graphs (stablemtl-calibrate writes them)"
-    py -m stablemtl_edge.export.cli build "$ART" --precision "$1" --optimization-level "$OPT_LEVEL"
+    py -m stablemtl_edge.export.cli build -a "$ART" --precision "$1" --optimization-level "$OPT_LEVEL"
 }
 step_engines_fp16() { build_engines fp16; }
 step_engines_int8() { build_engines int8; }

@@ -288,15 +288,15 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import tensorrt  # noqa: F401
 
-        lines += ["", f"TensorRT is installed: build engines with `stablemtl-export build {art} --precision fp16`."]
+        lines += ["", f"TensorRT is installed: build engines with `stablemtl-export build -a {art} --precision fp16`."]
     except ImportError:
         lines += [
             "",
             "TensorRT is not installed here, so no engines were built. On a GPU machine (e.g. a Jetson with "
             "JetPack 6), copy the artifact folder and run:",
             "",
-            f"    stablemtl-export build {art} --precision fp16",
-            f"    stablemtl-export build {art} --precision int8",
+            f"    stablemtl-export build -a {art} --precision fp16",
+            f"    stablemtl-export build -a {art} --precision int8",
             f"    stablemtl-run 0 --artifacts {art} --backend tensorrt --precision fp16 --mode multi --show",
         ]
     summary = "\n".join(lines) + "\n"

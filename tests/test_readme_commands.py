@@ -31,7 +31,7 @@ PARSERS = {
 # Commands that need nothing but the demo's output: run for real (matched on their first words).
 RUN_AFTER_DEMO = (
     "stablemtl-doctor -a out/demo/artifacts --verify",
-    "stablemtl-export bench out/demo/artifacts",
+    "stablemtl-export bench -a out/demo/artifacts",
     "stablemtl-doctor -a out/demo/artifacts",
     "stablemtl-run out/demo/clips/photos.mp4",
     "stablemtl-run out/demo/clips/procedural",

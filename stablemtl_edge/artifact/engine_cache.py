@@ -173,7 +173,7 @@ def engine_dir(artifact_dir: str | Path, key: EngineKey) -> Path:
 
 
 def rebuild_command(artifact_dir: str | Path, precision: Precision) -> str:
-    return f"stablemtl-export build {artifact_dir} --precision {precision.value}"
+    return f"stablemtl-export build -a {artifact_dir} --precision {precision.value}"
 
 
 def write_record(directory: Path, record: EngineRecord) -> Path:

@@ -1,6 +1,6 @@
 """Benchmark: onnxruntime-CPU time over torch-eager time per component, on the same inputs.
 
-``stablemtl-export bench DIR`` (or ``python -m stablemtl_edge.export.bench DIR``) times each fp32 graph of
+``stablemtl-export bench -a DIR`` (or ``python -m stablemtl_edge.export.bench -a DIR``) times each fp32 graph of
 an artifact in onnxruntime and the torch wrapper it was exported from (the checkpoint recorded in the
 manifest), on the artifact's reference inputs, with the same thread count, and prints a Markdown table
 (ratio = onnxruntime / torch; the goal is <= 0.7) and optionally writes JSON. Timing is a command, never
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import StableMTLError
 from ..cli.parsers import positive_int
-from ..cli.shell import HelpFormatter, run_cli, summary
+from ..cli.shell import HelpFormatter, add_artifact_args, run_cli, summary
 from ..artifact.manifest import Manifest, Precision
 
 __all__ = ["GOAL", "run_bench", "main"]
@@ -87,13 +87,13 @@ def run_bench(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=summary(__doc__), formatter_class=HelpFormatter)
-    parser.add_argument("directory")
+    add_artifact_args(parser)
     parser.add_argument("--json", default=None)
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--threads", type=positive_int, default=2)
 
     def body(args: argparse.Namespace) -> int:
-        run_bench(Path(args.directory), Path(args.json) if args.json else None, args.repeats, args.threads,
+        run_bench(args.artifacts, Path(args.json) if args.json else None, args.repeats, args.threads,
                   lambda m: print(m, file=sys.stderr))
         return 0
 

@@ -3,10 +3,10 @@
 Subcommands (``export`` is the default, so ``stablemtl-export demo --out DIR`` works)::
 
     stablemtl-export export CKPT --out DIR [--mode multi] [--precision fp32,fp16] [--resolution HxW]
-    stablemtl-export build DIR --precision fp16|int8        (on the target, needs TensorRT)
+    stablemtl-export build -a DIR --precision fp16|int8     (on the target, needs TensorRT)
     stablemtl-export import-official --single-stream PTH --multi-stream DIR|TAR --sd2 DIR --out CKPT
-    stablemtl-export bench DIR                              (onnxruntime vs torch timing table)
-    stablemtl-export triton DIR --out REPO                  (a Triton Inference Server model repository)
+    stablemtl-export bench -a DIR                           (onnxruntime vs torch timing table)
+    stablemtl-export triton -a DIR --out REPO               (a Triton Inference Server model repository)
 
 An artifact re-checks itself on the target, without torch: ``stablemtl-doctor --artifacts DIR --verify``.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import StableMTLError
 from ..artifact.manifest import Mode, Precision, ShapeProfile
-from ..cli.shell import HelpFormatter, run_cli
+from ..cli.shell import HelpFormatter, add_artifact_args, run_cli
 from ..cli.parsers import int_between, parse_hw, parse_precisions, positive_float, positive_int
 
 __all__ = [
@@ -143,10 +143,10 @@ def _build(args: argparse.Namespace) -> int:
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         rebuild=args.rebuild,
     )
-    records = build_engines(Path(args.directory), Precision.parse(args.precision, "precision"), options, _say)
+    records = build_engines(args.artifacts, Precision.parse(args.precision, "precision"), options, _say)
     for rec in records:
         print(f"{rec.component.value}/{rec.precision.value}: {rec.plan}")
-    print(f"PASSED build {args.directory} ({len(records)} engine(s))")
+    print(f"PASSED build {args.artifacts} ({len(records)} engine(s))")
     return 0
 
 
@@ -170,7 +170,7 @@ def _import_official(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    run_bench(Path(args.directory), Path(args.json) if args.json else None, args.repeats, args.threads, _say)
+    run_bench(args.artifacts, Path(args.json) if args.json else None, args.repeats, args.threads, _say)
     return 0
 
 
@@ -190,7 +190,7 @@ def _triton(args: argparse.Namespace) -> int:
         max_streams=args.max_streams,
         wire=WireType.parse(args.wire, "wire"),
     )
-    result = write_repository(Path(args.directory), Path(args.out), options, overwrite=args.overwrite)
+    result = write_repository(args.artifacts, Path(args.out), options, overwrite=args.overwrite)
     for reason in result.skipped:
         _say(f"engine left out: {reason}")
     print(f"PASSED triton -> {result.directory} ({len(result.models)} models: {', '.join(sorted(result.models))})")
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", aliases=["build-engine"], formatter_class=fmt,
                        help="build TensorRT engines on this machine (needs TensorRT 10+ and an NVIDIA GPU)")
-    p.add_argument("directory")
+    add_artifact_args(p)
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
                    help="which graphs to build (strongly typed: fp16 graphs, or int8 QDQ graphs)")
     p.add_argument("--optimization-level", type=int_between(0, 5), default=3, help="TensorRT builder optimisation level 0-5")
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", formatter_class=fmt,
                        help="onnxruntime-CPU time over torch-eager time per component (Markdown + JSON)")
-    p.add_argument("directory", help="artifact directory (its checkpoint must be readable)")
+    add_artifact_args(p)  # its checkpoint must be readable: torch runs it
     p.add_argument("--json", default=None, help="write results here (default: DIR/bench.json is not written)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed runs per component and engine")
     p.add_argument("--threads", type=positive_int, default=2, help="threads for both torch and onnxruntime")
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("triton", formatter_class=fmt,
                        help="artifact -> a Triton Inference Server model repository (components + frame model)")
-    p.add_argument("directory", help="artifact directory (written by `stablemtl-export`)")
+    add_artifact_args(p)
     p.add_argument("--out", required=True, help="model repository to write")
     p.add_argument("--overwrite", action="store_true", help="replace a repository of ours already at --out")
     p.add_argument("--precision", default="fp32", help="the precision the `stablemtl` frame model runs")

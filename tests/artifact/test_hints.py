@@ -47,6 +47,6 @@ def test_missing_tensorrt_never_suggests_an_extra_that_does_not_bring_it():
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_build_without_tensorrt_is_one_line(tiny_artifacts):
-    run = subprocess.run([sys.executable, "-m", "stablemtl_edge.export.cli", "build", str(tiny_artifacts)],
+    run = subprocess.run([sys.executable, "-m", "stablemtl_edge.export.cli", "build", "-a", str(tiny_artifacts)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and "JetPack" in run.stderr, run.stderr

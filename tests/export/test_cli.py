@@ -57,14 +57,14 @@ def test_verify_names_the_tool_it_moved_to(tiny_artifacts, capsys):
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed: the missing-TensorRT message cannot be shown")
 def test_build_without_tensorrt_says_what_to_install(tiny_artifacts, capsys):
-    assert main(["build", str(tiny_artifacts), "--precision", "fp16"]) == 1
+    assert main(["build", "-a", str(tiny_artifacts), "--precision", "fp16"]) == 1
     line = _one_line_error(capsys)
     assert line == f"error: {TENSORRT_MISSING}"
     assert not (tiny_artifacts / "engines").exists()
 
 
 def test_build_int8_without_int8_graphs(tiny_artifacts, capsys):
-    assert main(["build-engine", str(tiny_artifacts), "--precision", "int8"]) == 1
+    assert main(["build-engine", "-a", str(tiny_artifacts), "--precision", "int8"]) == 1
     assert "stablemtl-calibrate" in _one_line_error(capsys)
 
 

@@ -128,7 +128,7 @@ def test_bls_executor_names_the_component_models(multi, tmp_path):
 
 def test_engines_become_tensorrt_models(with_engine, tmp_path):
     out = tmp_path / "repo"
-    assert export_main(["triton", str(with_engine), "--out", str(out), "--kind", "cpu", "--no-dynamic-batching"]) == 0
+    assert export_main(["triton", "-a", str(with_engine), "--out", str(out), "--kind", "cpu", "--no-dynamic-batching"]) == 0
     config = parse_config(out / "decoder_fp32_trt" / "config.pbtxt")
     assert config.backend == "tensorrt" and config.default_model_filename == "model.plan"
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU  # engines need GPUs
@@ -148,7 +148,7 @@ def test_refusals(multi, tmp_path, capsys):
         write_repository(multi, tmp_path / "repo", RepositoryOptions(precision=Precision.FP16))
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    assert export_main(["triton", str(multi), "--out", str(tmp_path / "taken")]) == 1
+    assert export_main(["triton", "-a", str(multi), "--out", str(tmp_path / "taken")]) == 1
     assert "error:" in capsys.readouterr().err
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"  # someone else's folder is never replaced
     write_repository(multi, tmp_path / "repo")
