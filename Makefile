@@ -12,9 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[all]"
-	# The serving tests' Triton server (the wheel ships tritonserver); --no-deps: it pins numpy<2, which the
-	# binary does not need (see the triton extra in pyproject.toml).
-	$(BIN)/pip install --quiet --no-deps "nvidia-pytriton==0.7.0"
+	# The serving tests' Triton server: the wheel ships tritonserver. Kept in its own folder, off the import
+	# path, without its Python dependencies (it pins numpy<2, which the binary does not need).
+	$(BIN)/pip install --quiet --no-deps --target $(VENV)/tritonserver "nvidia-pytriton==0.7.0"
 	touch $@
 
 demo: setup

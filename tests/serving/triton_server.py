@@ -24,7 +24,14 @@ STARTUP_S = 60.0
 VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+#: Where `make setup` puts the wheel: its own folder in the venv, off the import path.
+SETUP_TARGET = Path(sys.prefix) / "tritonserver" / "pytriton"
+
+
 def _dist() -> Path | None:
+    """The wheel's ``tritonserver`` folder: from `make setup`'s folder, else an installed ``pytriton``."""
+    if SETUP_TARGET.is_dir():
+        return SETUP_TARGET / "tritonserver"
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:
         return None
