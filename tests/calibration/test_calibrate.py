@@ -105,11 +105,16 @@ def test_gate_failure_error_mode_then_fallback_mode(calibrated_unet, tmp_path, c
     report = json.loads((d / "int8" / "calibration_report.json").read_text())
     assert report["verdict"].startswith("FAILED")
     # Fallback mode through the CLI: unet is left at fp16 and the message says so.
+    # One try of the mixed-precision search (its most sensitive block in float) cannot pass a 0 threshold either.
     code = main([str(d), "--calib-size", "2", "--components", "unet", "--gate-frames", "2", "--gate-max-frames", "2",
-                 "--gate-threshold", "0", "--quiet"])
+                 "--gate-threshold", "0", "--mixed-tries", "1", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0
     assert "unet did not pass the gate" in out and "left at fp16" in out
+    assert "keeping up to 1 of its most sensitive blocks in floating point did not pass either" in out
+    search = CalibrationReport.load(d / "int8" / "calibration_report.json").components["unet"].mixed["search"]
+    assert len(search["tries"]) == 1 and not search["tries"][0]["passed"]
+    assert search["ranking"][0]["gain"] >= search["ranking"][-1]["gain"]  # most sensitive first
     m = Manifest.load(d)
     unet = m.entry(Precision.INT8, Component.UNET)
     assert unet.precision is Precision.FP16 and unet.file == "fp16/unet.onnx"
@@ -148,11 +153,12 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny_artifacts, capsys):
 
 
 @pytest.mark.slow
-def test_default_components_unet_and_main_stream(tiny_artifacts, tmp_path):
+def test_default_components_are_every_component(tiny_artifacts, tmp_path):
     d = copy_artifact(tiny_artifacts, tmp_path / "art")
     result = calibrate_artifact(d, "procedural", 3, gate=GateOptions(3, 3, min_frames=1),
                                 thresholds=GateThresholds(1.0), progress=False)
-    assert result.precisions["unet"] == result.precisions["unet_main"] == "int8"
+    assert result.precisions == {"encoder": "int8", "unet": "int8", "unet_main": "int8", "decoder": "int8"}
+    assert Manifest.load(d).describe_precision("int8") == "int8"
     main_entry = Manifest.load(d).entry(Precision.INT8, Component.UNET_MAIN)
     assert main_entry.quantization["excluded_by_rule"]["task_attention_softmax"] == 16
     shutil.rmtree(d)
