@@ -25,17 +25,21 @@ layer stay exactly those that were calibrated, so no calibration is repeated.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime
 
 from .exclusions import QUANTIZED_OP_TYPES
+from .quantize import save_graph
 
 __all__ = ["BlockSensitivity", "OutputError", "block_of", "blocks_of", "keep_in_float", "rank_blocks"]
 
+_IN_MEMORY_LIMIT = 1 << 30  # graphs above this go to onnxruntime through a file, not serialized bytes
 _LEVEL = re.compile(r"^(?:\w+\.\d+|\w*_block)$")  # an indexed module (resnets.0) or a named block (mid_block)
 
 
@@ -137,8 +141,13 @@ class OutputError:
         options = onnxruntime.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                               providers=["CPUExecutionProvider"])
+        with tempfile.TemporaryDirectory(prefix=".proxy-") as scratch:
+            if model.ByteSize() < _IN_MEMORY_LIMIT:
+                source: bytes | str = model.SerializeToString()
+            else:  # past protobuf's 2 GB: through a file with external data
+                source = str(Path(scratch) / "model.onnx")
+                save_graph(model, Path(source))
+            session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         names = {i.name for i in session.get_inputs()}
         return [[np.asarray(y, np.float64) for y in session.run(None, {k: v for k, v in f.items() if k in names})]
                 for f in self.feeds]
