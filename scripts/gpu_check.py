@@ -106,33 +106,10 @@ def _has(args: argparse.Namespace) -> int:
 
 
 # -- parity --------------------------------------------------------------------------------------------------------
-def _tensorrt_parity(directory: Path, manifest: Any, precisions: Sequence[Any], say: Any) -> dict:
-    """The stored references through the cached TensorRT engines (the same comparisons as the self-check)."""
-    from stablemtl_edge.artifact.compare import default_comparator
-    from stablemtl_edge.artifact.references import ReferenceSet, check_references
-    from stablemtl_edge.runtime.backends import create_runner
-    from stablemtl_edge.runtime.backends.base import Backend
-
-    refs = ReferenceSet.load(directory, manifest)
-    results = {}
-    for precision in precisions:
-        comparator = default_comparator(precision, manifest.tolerance)
-        runners: dict = {}
-        try:
-            for c in manifest.components[precision]:
-                runners[c] = create_runner(Backend.TENSORRT, directory, manifest.entry(precision, c))
-                runners[c].activate()
-            check_references(comparator, manifest, runners, refs, progress=say, label=f"{precision.value}/")
-        finally:
-            for r in runners.values():
-                r.deactivate()
-        results[precision] = comparator
-    return results
-
-
 def _parity(args: argparse.Namespace) -> int:
     from stablemtl_edge.artifact.compare import to_jsonable
     from stablemtl_edge.artifact.manifest import Manifest
+    from stablemtl_edge.runtime.backends.base import Backend
     from stablemtl_edge.runtime.selfcheck import check_parity
 
     def say(message: str) -> None:
@@ -141,10 +118,8 @@ def _parity(args: argparse.Namespace) -> int:
     directory = Path(args.artifacts)
     manifest = Manifest.load(directory)
     precisions = parse_precisions(args.precision)
-    if args.backend == "tensorrt":
-        results = _tensorrt_parity(directory, manifest, precisions, say)
-    else:
-        results = check_parity(directory, manifest, precisions, args.threads, progress=say)
+    results = check_parity(directory, manifest, precisions, args.threads, progress=say,
+                           backend=Backend.parse(args.backend, "backend"))
     report = {}
     for precision, comparator in results.items():
         worst = max(comparator.results, key=lambda r: r.max_abs / max(r.limit, 1e-30))

@@ -56,8 +56,10 @@ def check_parity(
     threads: int | None = None,
     overrides: Mapping[str, float] | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    backend: Backend = Backend.ONNXRUNTIME,
 ) -> dict[Precision, Comparator]:
-    """The stored references through onnxruntime (CPU) per precision: components, then every task end to end.
+    """The stored references per precision through onnxruntime (CPU), or through the cached TensorRT engines:
+    components, then every task end to end.
 
     Failures are recorded in the returned comparators (``failures()``), not raised; files are not hashed
     here (:func:`check_files` does that once).
@@ -70,8 +72,10 @@ def check_parity(
         runners: dict = {}
         try:
             for c in manifest.components[precision]:  # the optional tiny_decoder included
-                runner: BaseRunner = create_runner(Backend.ONNXRUNTIME, directory, manifest.entry(precision, c),
-                                                   providers=["CPUExecutionProvider"], threads=threads)
+                entry = manifest.entry(precision, c)
+                runner: BaseRunner = (create_runner(backend, directory, entry) if backend is Backend.TENSORRT else
+                                      create_runner(Backend.ONNXRUNTIME, directory, entry,
+                                                    providers=["CPUExecutionProvider"], threads=threads))
                 runner.activate()
                 runners[c] = runner
             check_references(comparator, manifest, runners, refs, progress=progress, label=f"{precision.value}/")
