@@ -43,6 +43,7 @@ import onnxruntime
 from ..errors import StableMTLError
 from ..artifact.manifest import Component, ComponentEntry, Manifest, Mode, Precision, file_sha256
 from ..data.sample import Sample
+from ..runtime.selfcheck import record_parity
 from ..tasks import TASK_NAMES, parse_tasks
 from ..artifact.layout import CALIBRATION_SET, INT8_DIR, calibration_file, external_data_name, graph_file
 from .data import CalibrationSet, load_calibration_set
@@ -172,10 +173,14 @@ def _set_components(manifest: Manifest) -> tuple[Component, ...]:
     return (*manifest.mode.components, *((Component.TINY_DECODER,) if tiny else ()))
 
 
-def _candidate(manifest: Manifest, entries: dict[Component, ComponentEntry], int8: Iterable[Component]) -> Manifest:
-    """``manifest`` with an ``int8`` set: ``int8`` components from ``entries``, the rest at fallback."""
+def _candidate(manifest: Manifest, entries: dict[Component, ComponentEntry], int8: Iterable[Component],
+               isolated: bool = False) -> Manifest:
+    """``manifest`` with an ``int8`` set: ``int8`` components from ``entries``, the rest at fallback, or at
+    fp32 when ``isolated`` (the gate then measures the int8 error of ``int8`` alone, not that of fp16)."""
     keep = set(int8)
-    comps = {c: entries[c] if c in keep else _fallback_entry(manifest, c) for c in _set_components(manifest)}
+    comps = {c: entries[c] if c in keep else
+             manifest.entry(Precision.FP32, c) if isolated else _fallback_entry(manifest, c)
+             for c in _set_components(manifest)}
     components = {p: dict(v) for p, v in manifest.components.items() if p is not Precision.INT8}
     components[Precision.INT8] = comps
     return replace(manifest, components=components)
@@ -385,7 +390,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             entry = _int8_entry(directory, rel(path), fp32[c], graph, {**base_record, **graph.record(), "mixed": mixed})
             del model
             run = trial(f"int8[{c.value}: {len(floated)} block(s) float]",
-                        _candidate(manifest, {**entries, c: entry}, [*others, c]), Precision.INT8, decoder)
+                        _candidate(manifest, {**entries, c: entry}, [*others, c], isolated=True), Precision.INT8,
+                        decoder)
             verdicts = judge.judge(run)
             passed = all(v.passed for v in verdicts)
             log["tries"].append({"blocks_in_float": len(floated), "proxy_error": mixed["proxy_error_after"],
@@ -416,15 +422,12 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                 "--gate-threshold or --gate-max-frames, add --exclude patterns, try --method entropy or use "
                 "--on-gate-fail fallback"
             )
-        if len(lane) == 1:
-            found = search(lane[0], others, judge, decoder, failures)
-            if found is None:
-                fallbacks[lane[0].value] = failures
-                return verdicts, [], None, None
-            return verdicts, list(lane), *found
+        # Each component alone in int8, the others at fp32 (or in int8 when already settled): the int8 error
+        # of that component, apart from any error of the fp16 graphs the others would fall back to.
         kept = list(lane)
         for c in lane:
-            alone = trial(f"int8[{c.value}]", _candidate(manifest, entries, [*others, c]), Precision.INT8, decoder)
+            alone = trial(f"int8[{c.value}]", _candidate(manifest, entries, [*others, c], isolated=True),
+                          Precision.INT8, decoder)
             ablations[c.value] = judge.judge(alone)
             if not all(v.passed for v in ablations[c.value]):
                 why = _describe_failures(ablations[c.value])
@@ -433,11 +436,20 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                     fallbacks[c.value] = why
         if not kept:
             return verdicts, [], None, None
-        final = trial(f"{label} (final)", _candidate(manifest, entries, [*others, *kept]), Precision.INT8, decoder)
+        final = trial(f"{label} (registered)", _candidate(manifest, entries, [*others, *kept]), Precision.INT8,
+                      decoder)
         final_verdicts = judge.judge(final)
         if not all(v.passed for v in final_verdicts):
+            rest = [c.value for c in _set_components(manifest) if c not in (*others, *kept)]
+            if fp16 is not None and rest and decoder == "full":
+                fp16_verdicts = judge.judge(fp16)
+                if not all(v.passed for v in fp16_verdicts):
+                    messages.append("fp16 itself does not pass the gate against fp32 ("
+                                    + _describe_failures(fp16_verdicts) + "): a component left at fp16 costs the "
+                                    "set that accuracy; calibrate every component (the default) to keep them in int8")
             for c in kept:
-                fallbacks[c.value] = "passes alone but not together with the others: " + _describe_failures(final_verdicts)
+                fallbacks[c.value] = (f"passes in int8 with the rest at fp32, but not in the set with "
+                                      f"{', '.join(rest) or 'nothing'} at fallback: " + _describe_failures(final_verdicts))
             return verdicts, [], None, None
         return verdicts, kept, final, final_verdicts
 
@@ -524,6 +536,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             data = calibration_file(e.external_data)
             files[data] = file_sha256(directory / data)
     final_manifest = replace(final_manifest, files=files)
+    # What a target's self-check holds the int8 set to: its errors on the stored references, now.
+    final_manifest = record_parity(directory, final_manifest, Precision.INT8, threads)
     final_manifest.save(directory)  # last, atomically
     precisions = {c.value: comps[c].precision.value for c in _set_components(manifest)}
     passed = all(v.passed for v in final_verdicts) and all(v.passed for v in tiny_verdicts)
