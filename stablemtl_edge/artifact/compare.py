@@ -9,6 +9,8 @@ numpy only: calibration and an on-target self-check use it without torch.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +20,8 @@ import numpy as np
 from ..errors import StableMTLError
 from .manifest import Mode, Precision
 
-__all__ = ["Tolerance", "Comparison", "Comparator", "default_comparator", "parse_tolerances", "to_jsonable"]
+__all__ = ["Tolerance", "Comparison", "Comparator", "default_comparator", "recorded_tolerances", "round_up",
+           "parse_tolerances", "to_jsonable"]
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,36 @@ def to_jsonable(results: Iterable[Comparison]) -> dict[str, dict[str, Any]]:
     return {r.key: r.to_dict() for r in results}
 
 
+#: Margin over what calibration measured, and the smallest tolerance a recorded figure gives.
+RECORDED_MARGIN, RECORDED_FLOOR = 2.0, 1e-3
+
+
+def recorded_tolerances(recorded: Mapping[str, Mapping[str, Any]]) -> dict[str, Tolerance]:
+    """Per key, twice the error recorded when the graphs were made (at least :data:`RECORDED_FLOOR`).
+
+    int8 graphs are accepted by the accuracy gate on task metrics, not by an a-priori bound on pixels: a
+    target re-checking them asks that they still compute what they computed then (another backend, a
+    damaged file or a different kernel shows as an error beyond the margin).
+    """
+    out = {}
+    for key, figures in recorded.items():
+        out[key] = Tolerance(round_up(max(RECORDED_FLOOR, RECORDED_MARGIN * float(figures["max_abs"]))))
+    return out
+
+
+def round_up(x: float, digits: int = 2) -> float:
+    """Round a tolerance up to two significant digits (readable, never below the measurement)."""
+    if x <= 0:
+        return 0.0
+    scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale) / scale
+
+
 def default_comparator(
     precision: Precision,
     task_tolerances: Mapping[str, float] | None = None,
     overrides: Mapping[str, float] | None = None,
+    recorded: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Comparator:
     """The parity tolerances of a precision, as export checks them and a target re-checks them.
 
@@ -180,6 +209,8 @@ def default_comparator(
         task_tolerances: the manifest's recorded end-to-end image tolerance per task (used where the
             precision sets none).
         overrides: a task key or a component name -> absolute tolerance replacing the recorded one.
+        recorded: int8: the errors calibration measured per key (:meth:`Manifest.recorded_parity`); each
+            key's tolerance is :func:`recorded_tolerances` of it. Without them int8 keeps a loose bound.
     """
     if precision is Precision.FP32:
         comparator = Comparator(
@@ -191,7 +222,7 @@ def default_comparator(
             {"feat": Tolerance(5e-2, 2e-2), "image": Tolerance(1.5e-1), "e2e": Tolerance(1.5e-1)}, Tolerance(5e-2, 2e-2)
         )
     else:
-        comparator = Comparator({}, Tolerance(1e-1, 5e-2))
+        comparator = Comparator(recorded_tolerances(recorded or {}), Tolerance(1e-1, 5e-2))
     for name, atol in (overrides or {}).items():
         comparator.tolerances[name] = Tolerance(atol)  # a component prefix, or a task name in e2e keys
         for mode in Mode:

@@ -410,6 +410,18 @@ class Manifest:
         counts = [e.flops_per_row for comps in self.components.values() if (e := comps.get(component)) is not None]
         return next((n for n in counts if n is not None), None)
 
+    def recorded_parity(self, precision: Precision | str) -> dict[str, dict[str, Any]]:
+        """Every error recorded for a precision set, keyed as the comparator keys them (``unet/photo/latent``
+        from the entries, ``e2e/multi/depth/image`` from ``parity``)."""
+        precision = Precision.parse(precision, "precision")
+        out: dict[str, dict[str, Any]] = {}
+        for c, e in self.components.get(precision, {}).items():
+            out.update({f"{c.value}/{k}": v for k, v in (e.parity or {}).items()})
+        for mode, tasks in (self.parity.get(precision.value) or {}).items():
+            for task, outputs in tasks.items():
+                out.update({f"e2e/{mode}/{task}/{o}": v for o, v in outputs.items()})
+        return out
+
     def component_precisions(self, precision: Precision | str) -> dict[Component, Precision]:
         """What each component of a precision set really runs in: an int8 set keeps the components that
         were not quantized, or failed the accuracy gate, in fp16 (or fp32)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -44,7 +43,7 @@ from ..model.tiny_decoder import WEIGHTS_NAME as TINY_WEIGHTS
 from ..model.tiny_decoder import load_tiny_decoder, read_tiny_decoder_record
 from ..model.stablemtl import StableMTL
 from ..tasks import TASKS
-from ..artifact.compare import Comparator, default_comparator
+from ..artifact.compare import Comparator, default_comparator, round_up
 from ..artifact.references import ReferenceSet, check_references
 from .components import ComponentSpec, component_specs, feature_specs
 from .flops import flops_per_row
@@ -312,7 +311,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
         manifest = replace(
             draft,
             components=entries,
-            tolerance={k: _round_up(max(TOLERANCE_FLOOR, 2.0 * v)) for k, v in worst.items()},
+            tolerance={k: round_up(max(TOLERANCE_FLOOR, 2.0 * v)) for k, v in worst.items()},
             source={
                 "checkpoint": str(request.checkpoint),
                 "checkpoint_sha256": digest,
@@ -341,14 +340,6 @@ def _tiny_record(folder: Path, refs: ReferenceSet) -> dict[str, Any]:
     record = read_tiny_decoder_record(folder)
     keep = {k: record[k] for k in ("teacher", "mode", "steps", "final_loss", "size", "source") if k in record}
     return {**keep, "folder": str(folder), "image_mae_vs_full_decoder": tiny_decoder_agreement(refs)}
-
-
-def _round_up(x: float, digits: int = 2) -> float:
-    """Round a tolerance up to two significant digits (readable, never below the measurement)."""
-    if x <= 0:
-        return 0.0
-    scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
-    return math.ceil(x * scale) / scale
 
 
 def _verify(

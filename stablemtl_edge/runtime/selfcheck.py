@@ -8,18 +8,21 @@ cache: this is the deep check). ``stablemtl-doctor --artifacts DIR --verify`` ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
-from ..artifact.compare import Comparator, default_comparator
+from ..artifact.compare import Comparator, Tolerance, default_comparator
 from ..artifact.digest import file_sha256
 from ..artifact.manifest import Manifest, Precision
 from ..artifact.references import ReferenceSet, check_references
 from ..errors import StableMTLError
+from ..tasks import TASK_NAMES
 from .backends import create_runner
 from .backends.base import Backend, BaseRunner
 
-__all__ = ["check_files", "check_parity"]
+__all__ = ["check_files", "check_parity", "record_parity"]
 
 
 def check_files(directory: str | Path, manifest: Manifest, progress: Callable[[str], None] = lambda _: None) -> int:
@@ -59,7 +62,8 @@ def check_parity(
     backend: Backend = Backend.ONNXRUNTIME,
 ) -> dict[Precision, Comparator]:
     """The stored references per precision through onnxruntime (CPU), or through the cached TensorRT engines:
-    components, then every task end to end.
+    components, then every task end to end. int8 is held to what calibration recorded
+    (:func:`record_parity`), fp32 and fp16 to the export's bounds.
 
     Failures are recorded in the returned comparators (``failures()``), not raised; files are not hashed
     here (:func:`check_files` does that once).
@@ -68,19 +72,49 @@ def check_parity(
     refs = ReferenceSet.load(directory, manifest)
     results = {}
     for precision in precisions or manifest.precisions():
-        comparator = default_comparator(precision, manifest.tolerance, overrides)
-        runners: dict = {}
-        try:
-            for c in manifest.components[precision]:  # the optional tiny_decoder included
-                entry = manifest.entry(precision, c)
-                runner: BaseRunner = (create_runner(backend, directory, entry) if backend is Backend.TENSORRT else
-                                      create_runner(Backend.ONNXRUNTIME, directory, entry,
-                                                    providers=["CPUExecutionProvider"], threads=threads))
-                runner.activate()
-                runners[c] = runner
-            check_references(comparator, manifest, runners, refs, progress=progress, label=f"{precision.value}/")
-        finally:
-            for r in runners.values():
-                r.deactivate()
+        recorded = manifest.recorded_parity(precision) if precision is Precision.INT8 else None
+        comparator = default_comparator(precision, manifest.tolerance, overrides, recorded)
+        _run_references(comparator, directory, manifest, precision, refs, threads, progress, backend)
         results[precision] = comparator
     return results
+
+
+def record_parity(
+    directory: str | Path,
+    manifest: Manifest,
+    precision: Precision,
+    threads: int | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Manifest:
+    """``manifest`` with the errors of ``precision``'s graphs on the stored references recorded (per component
+    in its entries, end to end in ``parity``): what a later :func:`check_parity` holds them to.
+
+    Calibration calls it once the int8 set is final; nothing is judged here (the accuracy gate did that).
+    """
+    directory = Path(directory)
+    comparator = Comparator({}, Tolerance(math.inf))
+    refs = ReferenceSet.load(directory, manifest)
+    _run_references(comparator, directory, manifest, precision, refs, threads, progress, Backend.ONNXRUNTIME)
+    entries = {c: replace(e, parity=comparator.summary(prefix=f"{c.value}/"))
+               for c, e in manifest.components[precision].items()}
+    end_to_end = {m.value: {t: comparator.summary(prefix=f"e2e/{m.value}/{t}/") for t in TASK_NAMES}
+                  for m in manifest.mode.serves}
+    return replace(manifest, components={**manifest.components, precision: entries},
+                   parity={**manifest.parity, precision.value: end_to_end})
+
+
+def _run_references(comparator: Comparator, directory: Path, manifest: Manifest, precision: Precision,
+                    refs: ReferenceSet, threads: int | None, progress: Callable[[str], None], backend: Backend) -> None:
+    runners: dict = {}
+    try:
+        for c in manifest.components[precision]:  # the optional tiny_decoder included
+            entry = manifest.entry(precision, c)
+            runner: BaseRunner = (create_runner(backend, directory, entry) if backend is Backend.TENSORRT else
+                                  create_runner(Backend.ONNXRUNTIME, directory, entry,
+                                                providers=["CPUExecutionProvider"], threads=threads))
+            runner.activate()
+            runners[c] = runner
+        check_references(comparator, manifest, runners, refs, progress=progress, label=f"{precision.value}/")
+    finally:
+        for r in runners.values():
+            r.deactivate()
