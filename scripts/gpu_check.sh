@@ -127,7 +127,7 @@ step_calibrate() {
         echo "reusing the int8 graphs already in $ART"
         return 0
     fi
-    py -m stablemtl_edge.calibration.cli "$ART" --calib-size 2 --gate-frames 2 --gate-max-frames 2 \
+    py -m stablemtl_edge.calibration.cli -a "$ART" --calib-size 2 --gate-frames 2 --gate-max-frames 2 \
         --mixed-tries 0
 }
 

@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
 
     demo.step("int8: calibrate on procedural frames, write QDQ graphs, run the per-task accuracy gate")
     demo.run(
-        "stablemtl-calibrate", art, "--calib-data", "procedural", "--calib-size", str(args.calib_size), "--quiet"
+        "stablemtl-calibrate", "--artifacts", art, "--calib-data", "procedural", "--calib-size", str(args.calib_size), "--quiet"
     )
     shutil.copy(art / calibration_file(CALIBRATION_REPORT_MD), out / "int8_report.md")
 

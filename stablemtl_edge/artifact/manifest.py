@@ -460,7 +460,7 @@ class Manifest:
             have = ", ".join(p.value for p in self.precisions()) or "none"
             raise StableMTLError(
                 f"the artifact has no {precision.value} components (it has: {have})"
-                + ("; int8 graphs come from `stablemtl-calibrate <artifact dir>`" if precision is Precision.INT8 else
+                + ("; int8 graphs come from `stablemtl-calibrate -a <artifact dir>`" if precision is Precision.INT8 else
                    f"; export them with `stablemtl-export export <checkpoint> --out <artifact dir> --precision "
                    f"{precision.value}`")
             )

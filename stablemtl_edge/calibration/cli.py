@@ -2,10 +2,10 @@
 
 Examples::
 
-    stablemtl-calibrate artifacts/small --calib-data procedural --calib-size 16
-    stablemtl-calibrate artifacts/small --calib-data drive.mp4 --calib-size 64 --method entropy \\
+    stablemtl-calibrate -a artifacts/small --calib-data procedural --calib-size 16
+    stablemtl-calibrate -a artifacts/small --calib-data drive.mp4 --calib-size 64 --method entropy \\
         --gate-threshold 0.02 --gate-threshold depth:0.05 --on-gate-fail error
-    stablemtl-calibrate artifacts/small --gate-frames 48 --gate-max-frames 192
+    stablemtl-calibrate -a artifacts/small --gate-frames 48 --gate-max-frames 192
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import StableMTLError
 from ..cli.parsers import nonnegative_int, percentile, positive_int
-from ..cli.shell import HelpFormatter, run_cli, summary
+from ..cli.shell import HelpFormatter, add_artifact_args, run_cli, summary
 from ..artifact.manifest import Component
 from .calibrate import DEFAULT_MIXED_TRIES, calibrate_artifact
 from .exclusions import DEFAULT_RULES
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=summary(__doc__),
         formatter_class=HelpFormatter,
     )
-    p.add_argument("artifacts", type=Path, help="exported artifact directory (manifest.json with fp32 graphs)")
+    add_artifact_args(p)  # its fp32 graphs are what is quantized
     g = p.add_argument_group("calibration data")
     g.add_argument("--calib-data", default="procedural",
                    help="`procedural`, an image folder, a video file or a ROS 2 bag (directory, .mcap or .db3)")

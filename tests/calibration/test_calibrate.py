@@ -106,7 +106,7 @@ def test_gate_failure_error_mode_then_fallback_mode(calibrated_unet, tmp_path, c
     assert report["verdict"].startswith("FAILED")
     # Fallback mode through the CLI: unet is left at fp16 and the message says so.
     # One try of the mixed-precision search (its most sensitive block in float) cannot pass a 0 threshold either.
-    code = main([str(d), "--calib-size", "2", "--components", "unet", "--gate-frames", "2", "--gate-max-frames", "2",
+    code = main(["-a", str(d), "--calib-size", "2", "--components", "unet", "--gate-frames", "2", "--gate-max-frames", "2",
                  "--gate-threshold", "0", "--mixed-tries", "1", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0
@@ -137,17 +137,17 @@ def test_gate_failure_error_mode_then_fallback_mode(calibrated_unet, tmp_path, c
 def test_cli_bad_input_is_one_line(tmp_path, tiny_artifacts, capsys):
     d = copy_artifact(tiny_artifacts, tmp_path / "art")
     (tmp_path / "empty").mkdir()
-    assert main([str(d), "--calib-data", str(tmp_path / "empty"), "--quiet"]) == 1
+    assert main(["-a", str(d), "--calib-data", str(tmp_path / "empty"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "has no images" in err
-    assert main([str(d), "--components", "decoder,unet_mian", "--quiet"]) == 1
+    assert main(["-a", str(d), "--components", "decoder,unet_mian", "--quiet"]) == 1
     assert "unknown component `unet_mian`" in capsys.readouterr().err
-    assert main([str(d), "--gate-threshold", "depht:0.1", "--quiet"]) == 1
+    assert main(["-a", str(d), "--gate-threshold", "depht:0.1", "--quiet"]) == 1
     assert "unknown task" in capsys.readouterr().err
-    assert main([str(d), "--gate-frames", "24", "--gate-max-frames", "12", "--quiet"]) == 1
+    assert main(["-a", str(d), "--gate-frames", "24", "--gate-max-frames", "12", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "frame cap (12) is below its first frame count (24)" in err and err.count("\n") == 1
-    assert main([str(tmp_path / "nothing"), "--quiet"]) == 1
+    assert main(["-a", str(tmp_path / "nothing"), "--quiet"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert Manifest.load(d).precisions() == Manifest.load(tiny_artifacts).precisions()
 
