@@ -153,6 +153,14 @@ def test_export_never_reaches_the_runtime_through_top_level_imports():
     assert not reached, "export/ reaches runtime/ through top-level imports: " + ", ".join(reached)
 
 
+def test_the_runtime_never_imports_the_stages_that_make_artifacts():
+    """The runtime reads artifacts; export, calibration and training write them (function-level imports count)."""
+    later = ("stablemtl_edge.export", "stablemtl_edge.calibration", "stablemtl_edge.training", "stablemtl_edge.model")
+    offenders = sorted(f"{m} -> {t}" for m in GRAPH if m.startswith("stablemtl_edge.runtime")
+                       for t in GRAPH[m] if t.startswith(later))
+    assert not offenders, "runtime/ must not import the stages that make artifacts: " + ", ".join(offenders)
+
+
 @pytest.mark.parametrize("room", TORCH_FREE)
 def test_torch_free_rooms_reach_no_torch_at_import(room):
     rooms = [m for m in MODULES if m == room or m.startswith(room + ".")]

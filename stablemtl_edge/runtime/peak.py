@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact.manifest import Precision
+from ..cpu import cpu_int8_support
 from .backends.onnxruntime import CPU, ProviderSpec
 
 __all__ = ["GemmPeak", "GemmProbe", "gemm_model", "measure_gemm_peaks", "probe_precisions", "CPU_SIZE", "GPU_SIZE"]
@@ -83,8 +84,6 @@ def probe_precisions(provider: str) -> tuple[Precision, ...]:
     (without them onnxruntime's int8 kernels are slower than fp32, and no int8 graph would run at that rate)."""
     if provider != CPU:
         return (Precision.FP32, Precision.FP16)
-    from ..calibration.report import cpu_int8_support
-
     return (Precision.FP32, Precision.INT8) if cpu_int8_support().vnni else (Precision.FP32,)
 
 
