@@ -87,7 +87,8 @@ def record_parity(
     progress: Callable[[str], None] = lambda _: None,
 ) -> Manifest:
     """``manifest`` with the errors of ``precision``'s graphs on the stored references recorded (per component
-    in its entries, end to end in ``parity``): what a later :func:`check_parity` holds them to.
+    in the entries that run in ``precision``, end to end in ``parity``): what a later :func:`check_parity`
+    holds them to.
 
     Calibration calls it once the int8 set is final; nothing is judged here (the accuracy gate did that).
     """
@@ -95,8 +96,8 @@ def record_parity(
     comparator = Comparator({}, Tolerance(math.inf))
     refs = ReferenceSet.load(directory, manifest)
     _run_references(comparator, directory, manifest, precision, refs, threads, progress, Backend.ONNXRUNTIME)
-    entries = {c: replace(e, parity=comparator.summary(prefix=f"{c.value}/"))
-               for c, e in manifest.components[precision].items()}
+    entries = {c: replace(e, parity=comparator.summary(prefix=f"{c.value}/")) if e.precision is precision else e
+               for c, e in manifest.components[precision].items()}  # a fallback graph keeps its export record
     end_to_end = {m.value: {t: comparator.summary(prefix=f"e2e/{m.value}/{t}/") for t in TASK_NAMES}
                   for m in manifest.mode.serves}
     return replace(manifest, components={**manifest.components, precision: entries},
