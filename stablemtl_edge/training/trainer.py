@@ -174,6 +174,8 @@ class Trainer:
         cuda = torch.cuda.is_available()
         self.accelerator = accelerator or Accelerator(mixed_precision=config.precision.resolve(cuda), cpu=not cuda)
         acc = self.accelerator
+        # New parameters (a fresh model, or stage 2's task attention on a loaded one) come from the seed alone.
+        torch.manual_seed(config.seed)
         self.model: StableMTL = initial_model(config.stage, config.preset, config.init_from, config.seed)
         self.program = program_for(config.stage, self.model)
         self.model.to(acc.device)

@@ -11,7 +11,6 @@ import pytest
 from onnx import numpy_helper
 
 from stablemtl_edge.artifact.manifest import Precision
-from stablemtl_edge.calibration import report
 from stablemtl_edge.runtime import peak
 from stablemtl_edge.runtime.backends.onnxruntime import CPU
 
@@ -42,8 +41,8 @@ def test_the_probe_keeps_to_its_budget_and_reports_the_best_call():
 
 @pytest.mark.parametrize("vnni", [True, False, None])
 def test_int8_is_probed_only_on_a_cpu_with_int8_dot_products(monkeypatch, vnni):
-    real = report.cpu_int8_support()
-    monkeypatch.setattr(report, "cpu_int8_support", lambda: type(real)(real.machine, (), vnni, "test", "test"))
+    real = peak.cpu_int8_support()
+    monkeypatch.setattr(peak, "cpu_int8_support", lambda: type(real)(real.machine, (), vnni, "test", "test"))
     want = (Precision.FP32, Precision.INT8) if vnni else (Precision.FP32,)
     assert peak.probe_precisions(CPU) == want
     assert peak.probe_precisions("CUDAExecutionProvider") == (Precision.FP32, Precision.FP16)
