@@ -279,8 +279,8 @@ class Scheduler:
         if step >= k:
             return self._call(Component.DECODER, {"latent": latents}, k, timings, ("image",))["image"]
         for i in range(0, k, step):
-            part = self._call(Component.DECODER, {"latent": latents[i : i + step]}, len(latents[i : i + step]),
-                              timings, ("image",))["image"]  # [<=step,3,H,W]
+            rows = latents[i : i + step]
+            part = self._call(Component.DECODER, {"latent": rows}, len(rows), timings, ("image",))["image"]
             if self._images is None or self._images.shape[1:] != part.shape[1:]:
                 self._images = np.empty((NUM_TASKS,) + part.shape[1:], np.float32)
             self._images[i : i + len(part)] = part
