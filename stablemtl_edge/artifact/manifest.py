@@ -51,6 +51,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "Precision",
+    "QdqTarget",
     "Component",
     "Mode",
     "TensorSpec",
@@ -74,6 +75,13 @@ class Precision(KeyEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+
+
+class QdqTarget(KeyEnum):
+    """The runtime an int8 QDQ graph's Q/DQ placement is for (its entry's ``quantization.target``)."""
+
+    TENSORRT = "tensorrt"
+    ONNXRUNTIME = "onnxruntime"
 
 
 class Component(KeyEnum):
@@ -316,6 +324,13 @@ class ComponentEntry:
         d["component"] = self.component.value
         d["precision"] = self.precision.value
         return d
+
+    @property
+    def qdq_target(self) -> QdqTarget | None:
+        """Who the Q/DQ placement of a quantized graph is for (entries written before the choice: TensorRT)."""
+        if not (self.quantization or {}).get("quantized", True) or self.precision is not Precision.INT8:
+            return None
+        return QdqTarget.parse((self.quantization or {}).get("target", QdqTarget.TENSORRT.value), "Q/DQ target")
 
     def paths(self) -> list[str]:
         """The files of this component, relative to the artifact: the graph, then its external data."""

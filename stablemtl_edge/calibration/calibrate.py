@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import sys
@@ -50,7 +51,8 @@ from .data import CalibrationSet, load_calibration_set
 from .gate import Gate, GateOptions, GateRun, GateThresholds, OnGateFail, TaskVerdict, Verdict, heldout_samples
 from .exclusions import unmatched_patterns
 from .mixed import BlockSensitivity, OutputError, keep_in_float, rank_blocks
-from .quantize import QuantizedGraph, QuantizeOptions, inspect_qdq, quantize_component, remove_graph, save_graph
+from .quantize import (QuantizedGraph, QuantizeOptions, activation_format, inspect_qdq, quantize_component,
+                       remove_graph, save_graph)
 from .record import RecordedFeeds, record_feeds
 from .report import CalibrationReport, ComponentReport, GateReport, cpu_int8_support, write_report
 
@@ -160,6 +162,12 @@ def _int8_entry(directory: Path, rel: str, source: ComponentEntry, graph: Quanti
         external_data=graph.external_data,
         quantization=record,
     )
+
+
+def _cost(verdicts: Sequence[TaskVerdict], tasks: set[tuple[str, str]]) -> float:
+    """The largest relative change (either way: the gate is two-sided) among ``tasks``."""
+    changes = [abs(v.change) for v in verdicts if (v.mode, v.task) in tasks]
+    return max((c if math.isfinite(c) else math.inf for c in changes), default=0.0)
 
 
 def _describe_failures(verdicts: Sequence[TaskVerdict]) -> str:
@@ -299,7 +307,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     for c in chosen:
         cached = caches[c].is_file()
         if progress:
-            print(f"calibration: quantizing {c.value} ({options.method.value}{', cached ranges' if cached else ''})",
+            print(f"calibration: quantizing {c.value} ({options.method.value}, Q/DQ for {options.target.value}"
+                  f"{', cached ranges' if cached else ''})",
                   file=sys.stderr, flush=True)
         staged[c] = stage / c.value / f"{c.value}.onnx"
         graphs[c] = quantize_component(directory / fp32[c].file, staged[c], None if cached else RecordedFeeds(feeds[c]),
@@ -307,7 +316,8 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
     base_record = {
         "method": options.method.value,
         **({"percentile": options.percentile} if options.method.value == "percentile" else {}),
-        "activations": "int8, symmetric, per-tensor", "weights": "int8, symmetric, per-channel",
+        "target": options.target.value,
+        "activations": activation_format(options.target), "weights": "int8, symmetric, per-channel",
         "format": "QDQ", "calibration_set": {"file": calibration_file(CALIBRATION_SET), "digest": calibration.digest,
                                              "size": len(calibration), "source": calibration.record.source},
     }
@@ -439,8 +449,21 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         final = trial(f"{label} (registered)", _candidate(manifest, entries, [*others, *kept]), Precision.INT8,
                       decoder)
         final_verdicts = judge.judge(final)
+        while not all(v.passed for v in final_verdicts) and len(kept) > 1:
+            # Each passes alone, together they do not: their errors add up. Leave out the one whose own
+            # error is largest on what the set fails, and judge the rest again (one trial per component).
+            failing = {(v.mode, v.task) for v in final_verdicts if not v.passed}
+            costs = {c: _cost(ablations[c.value], failing) for c in kept}
+            worst = max(kept, key=costs.__getitem__)
+            kept.remove(worst)
+            fallbacks[worst.value] = (f"passes in int8 alone, but the set with {', '.join(c.value for c in kept)} "
+                                      f"in int8 too does not ({_describe_failures(final_verdicts)}); of those, "
+                                      f"it costs the most alone ({costs[worst] * 100:.2f}%)")
+            final = trial(f"{label} (registered, {worst.value} at fallback)",
+                          _candidate(manifest, entries, [*others, *kept]), Precision.INT8, decoder)
+            final_verdicts = judge.judge(final)
         if not all(v.passed for v in final_verdicts):
-            rest = [c.value for c in _set_components(manifest) if c not in (*others, *kept)]
+            rest = [c.value for c in lane if c not in kept]  # at fallback now (the tiny decoder is judged apart)
             if fp16 is not None and rest and decoder == "full":
                 fp16_verdicts = judge.judge(fp16)
                 if not all(v.passed for v in fp16_verdicts):
@@ -600,6 +623,7 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
         cpu=cpu_int8_support(),
         method=options.method.value
         + (f" (percentile {options.percentile})" if options.method.value == "percentile" else ""),
+        target=options.target.value,
         calibration=calibration.record,
         gate=GateReport(
             heldout=heldout, thresholds=thresholds, options=gate_options, modes=tuple(m.value for m in modes),

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import StableMTLError
 from ..cli.parsers import nonnegative_int, percentile, positive_int
 from ..cli.shell import HelpFormatter, add_artifact_args, run_cli, summary
-from ..artifact.manifest import Component
+from ..artifact.manifest import Component, QdqTarget
 from .calibrate import DEFAULT_MIXED_TRIES, calibrate_artifact
 from .exclusions import DEFAULT_RULES
 from .gate import (
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--method", default=CalibMethod.MINMAX.value, choices=[m.value for m in CalibMethod],
                    help="activation range calibration")
     q.add_argument("--percentile", type=percentile, default=99.999, help="clipping percentile of --method percentile")
+    q.add_argument("--target", default=QdqTarget.TENSORRT.value, choices=QdqTarget.choices(),
+                   help="the runtime the Q/DQ placement is for: tensorrt (symmetric int8 on layer inputs, what a "
+                        "TensorRT engine build wants) or onnxruntime (uint8 activations and Q/DQ on Conv outputs, "
+                        "which onnxruntime's CPU provider fuses into int8 kernels; TensorRT refuses it)")
     q.add_argument("--components", default=None,
                    help="comma-separated components to quantize (default: every component of the artifact, the "
                         f"distilled decoder included; choose among {', '.join(c.value for c in Component)})")
@@ -108,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     options = QuantizeOptions(
-        method=args.method, percentile=args.percentile, exclude=tuple(args.exclude),
+        method=args.method, percentile=args.percentile, target=args.target, exclude=tuple(args.exclude),
         quantize=tuple(args.quantize), default_exclusions=not args.no_default_exclusions,
     )
     thresholds = GateThresholds.parse(args.gate_threshold)

@@ -1,13 +1,15 @@
-"""Explicit int8 quantization of one component: a QDQ ONNX graph that TensorRT builds strongly typed.
+"""Explicit int8 quantization of one component: a QDQ ONNX graph for TensorRT (strongly typed) or onnxruntime.
 
 Built on onnxruntime's ``quantize_static`` (the maintained quantizer; nothing here computes a scale):
 
 - ``QuantFormat.QDQ``: QuantizeLinear/DequantizeLinear pairs around float operators, the explicit form
   TensorRT consumes (its implicit int8 calibrators are gone in TensorRT 11);
-- int8 activations and weights, symmetric (every zero point is 0, as TensorRT requires);
+- int8 weights, symmetric; activations int8 symmetric for TensorRT (every zero point 0, as it requires),
+  uint8 asymmetric for onnxruntime;
 - per-channel weight scales along the output channels (Conv axis 0, MatMul the last axis, Gemm its
   output axis), per-tensor activation scales;
-- Q/DQ only in front of :data:`~.exclusions.QUANTIZED_OP_TYPES`; biases stay float (TensorRT fuses them);
+- Q/DQ in front of :data:`~.exclusions.QUANTIZED_OP_TYPES`; biases stay float (TensorRT fuses them);
+  where the graph is placed for onnxruntime (:class:`QdqTarget`), Conv outputs are quantized as well;
 - ranges from minmax, percentile or entropy calibration over the recorded feeds, cached in onnxruntime's
   calibration-cache JSON so a re-run with the same graph, data and method skips calibration.
 
@@ -34,12 +36,14 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from ..artifact.manifest import QdqTarget
 from ..errors import StableMTLError
 from .exclusions import QUANTIZED_OP_TYPES, Exclusions, resolve_exclusions
 from ..records import KeyEnum
 
 __all__ = [
     "CalibMethod",
+    "activation_format",
     "QuantizeOptions",
     "QuantizedGraph",
     "QDQSummary",
@@ -69,6 +73,24 @@ class CalibMethod(KeyEnum):
         }[self]
 
 
+# Where Q/DQ go, per target (:class:`~stablemtl_edge.artifact.manifest.QdqTarget`). TensorRT fuses a
+# DequantizeLinear into the int8 layer it feeds and wants Q/DQ on layer inputs only, symmetric int8 (zero
+# point 0). onnxruntime's CPU provider turns a Conv into an int8 ``QLinearConv`` only where a
+# QuantizeLinear follows it (a Conv with float output runs in float on dequantized weights, slower than
+# fp32), while a MatMul or Gemm with float output still becomes an int8 kernel; and its x86 kernels
+# multiply uint8 by int8 (VPDPBUSD), so it rewrites int8 activations to uint8 itself, skipping any Q with
+# several consumers, which leaves the Conv behind it unfused: uint8 activations from the start avoid that.
+_FLOAT_OUTPUTS = {QdqTarget.TENSORRT: QUANTIZED_OP_TYPES, QdqTarget.ONNXRUNTIME: ("MatMul", "Gemm")}
+_ACTIVATIONS = {QdqTarget.TENSORRT: (QuantType.QInt8, True), QdqTarget.ONNXRUNTIME: (QuantType.QUInt8, False)}
+
+
+def activation_format(target: QdqTarget) -> str:
+    """How a target's graphs quantize activations, for reports and the manifest."""
+    kind, symmetric = _ACTIVATIONS[target]
+    return (f"{'int8' if kind is QuantType.QInt8 else 'uint8'}, {'symmetric' if symmetric else 'asymmetric'}, "
+            "per-tensor")
+
+
 @dataclass(frozen=True)
 class QuantizeOptions:
     """Everything that decides the int8 graph besides the calibration data.
@@ -79,6 +101,7 @@ class QuantizeOptions:
         exclude: extra node names / globs kept in floating point.
         quantize: rule keys dropped, or node names / globs forced into int8.
         default_exclusions: apply the default exclusion rules.
+        target: the runtime the Q/DQ placement is for.
     """
 
     method: CalibMethod = CalibMethod.MINMAX
@@ -86,9 +109,11 @@ class QuantizeOptions:
     exclude: tuple[str, ...] = ()
     quantize: tuple[str, ...] = ()
     default_exclusions: bool = True
+    target: QdqTarget = QdqTarget.TENSORRT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", _parse_method(self.method))
+        object.__setattr__(self, "target", QdqTarget.parse(self.target, "Q/DQ target"))
         if not 50.0 < self.percentile <= 100.0:
             raise StableMTLError(f"the calibration percentile must be in (50, 100], got {self.percentile}")
 
@@ -156,7 +181,7 @@ class QuantizedGraph:
 class QDQSummary:
     """A written QDQ graph as TensorRT will see it."""
 
-    quantized: tuple[str, ...]  # Conv/MatMul/Gemm nodes with at least one input from a DequantizeLinear
+    quantized: tuple[str, ...]  # Conv/MatMul/Gemm nodes whose two operands both come from a DequantizeLinear
     qdq_nodes: int
     zero_points: tuple[tuple[str, str, bool], ...]  # (node, zero-point dtype, all zero)
     per_channel_weights: tuple[str, ...]  # DequantizeLinear nodes of weights with one scale per channel
@@ -184,7 +209,9 @@ def inspect_qdq(model: onnx.ModelProto) -> QDQSummary:
                 if numpy_helper.to_array(scale).size > 1:
                     per_channel.append(node.name)
         elif node.op_type in QUANTIZED_OP_TYPES:
-            if any(i in producer and producer[i].op_type == "DequantizeLinear" for i in node.input):
+            # Both operands, not just one: with onnxruntime's placement a float layer may read a tensor
+            # that an int8 Conv before it wrote through Q/DQ.
+            if all(i in producer and producer[i].op_type == "DequantizeLinear" for i in node.input[:2]):
                 quantized.append(node.name)
     return QDQSummary(tuple(quantized), qdq, tuple(zps), tuple(per_channel))
 
@@ -272,12 +299,11 @@ def quantize_component(
                     "drop some --exclude patterns or leave this component out of --components"
                 )
             extra: dict[str, Any] = {
-                "ActivationSymmetric": True,
+                "ActivationSymmetric": _ACTIVATIONS[options.target][1],
                 "WeightSymmetric": True,
                 "QuantizeBias": False,
                 "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},  # output channels, also for [T, K, N]
-                # Q/DQ on the inputs of the int8 layers only (TensorRT's placement); outputs stay float.
-                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+                "OpTypesToExcludeOutputQuantization": list(_FLOAT_OUTPUTS[options.target]),
             }
             stride = _stride(feeds)
             if stride:
@@ -296,7 +322,7 @@ def quantize_component(
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                 per_channel=True,
                 reduce_range=False,
-                activation_type=QuantType.QInt8,
+                activation_type=_ACTIVATIONS[options.target][0],
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=list(exclusions.excluded),
                 use_external_data_format=big,
@@ -306,7 +332,9 @@ def quantize_component(
             )
         model = onnx.load(str(raw), load_external_data=True)
         summary = inspect_qdq(model)
-        _check_tensorrt_rules(summary, exclusions, component)
+        _check_layers(summary, exclusions, component)
+        if options.target is QdqTarget.TENSORRT:
+            _check_tensorrt_rules(summary, component)
         staged = Path(scratch) / destination.name
         data = save_graph(model, staged)
         del model
@@ -347,11 +375,14 @@ def _stride(feeds: CalibrationDataReader | None, largest: int = 4) -> int | None
     return max(d for d in range(1, min(largest, max(n, 1)) + 1) if n % d == 0) if n else None
 
 
-def _check_tensorrt_rules(summary: QDQSummary, exclusions: Exclusions, component: str) -> None:
-    """The written graph must be what TensorRT accepts; a violation is our bug, not the user's."""
+def _check_tensorrt_rules(summary: QDQSummary, component: str) -> None:
+    """A graph placed for TensorRT must be what it accepts; a violation is our bug, not the user's."""
     bad = [(n, dt) for n, dt, zero in summary.zero_points if dt != "int8" or not zero]
     if bad:
         raise RuntimeError(f"{component}: Q/DQ nodes with a non-zero or non-int8 zero point: {bad[:5]}")
+
+
+def _check_layers(summary: QDQSummary, exclusions: Exclusions, component: str) -> None:
     leaked = set(summary.quantized) & set(exclusions.excluded)
     if leaked:
         raise RuntimeError(f"{component}: excluded nodes were quantized: {sorted(leaked)[:5]}")

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..artifact.layout import CALIBRATION_REPORT_JSON, CALIBRATION_REPORT_MD
+from ..artifact.manifest import QdqTarget
 from ..atomic import atomic_write_text
 from ..cpu import INT8_CPU_FLAGS, CpuInt8Support, cpu_int8_support
 from ..errors import StableMTLError
 from ..records import JsonRecord
 from .data import CalibrationRecord
 from .gate import GateOptions, GateThresholds, PipelineRun, TaskVerdict
+from .quantize import activation_format
 
 __all__ = [
     "INT8_CPU_FLAGS",
@@ -34,11 +36,15 @@ __all__ = [
     "write_report",
 ]
 
-def cpu_advice(cpu: CpuInt8Support, ratio: dict[str, dict[str, float]]) -> str:
+def cpu_advice(cpu: CpuInt8Support, ratio: dict[str, dict[str, float]], target: str) -> str:
     """The CPU note with the verdict of this run's own timing, so the advice never contradicts the table."""
     measured = [(m, x["total"]) for m, x in ratio.items() if x.get("total")]
+    placed = ""
+    if QdqTarget(target) is QdqTarget.TENSORRT:
+        placed = ("; these graphs are placed for TensorRT, where onnxruntime runs most int8 Conv layers in float "
+                  "on dequantized weights: for CPU deployment calibrate with `--target onnxruntime`")
     if not measured:
-        return cpu.note
+        return cpu.note + placed
     slower = [f"{m}-stream {t:.2f}x" for m, t in measured if t > 1.0]
     faster = [f"{m}-stream {t:.2f}x" for m, t in measured if t <= 1.0]
     verdict = []
@@ -46,7 +52,7 @@ def cpu_advice(cpu: CpuInt8Support, ratio: dict[str, dict[str, float]]) -> str:
         verdict.append(f"measured here, the int8 set is slower than fp32 ({', '.join(slower)} the fp32 time per frame)")
     if faster:
         verdict.append(f"measured here, the int8 set is faster than fp32 ({', '.join(faster)} the fp32 time per frame)")
-    return f"{cpu.note}; {'; '.join(verdict)}"
+    return f"{cpu.note}; {'; '.join(verdict)}{placed}"
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,7 @@ class CalibrationReport(JsonRecord):
         messages: what happened to each component that did not make it into int8.
         cpu: the host CPU's int8 support.
         method: activation range calibration (``percentile (99.999)``).
+        target: the runtime the Q/DQ placement is for (:class:`~.quantize.QdqTarget`).
         calibration: the calibration frames.
         gate: the accuracy gate's verdicts.
         components: component -> what it runs in and what quantization did.
@@ -161,6 +168,7 @@ class CalibrationReport(JsonRecord):
     messages: tuple[str, ...]
     cpu: CpuInt8Support
     method: str
+    target: str
     calibration: CalibrationRecord
     gate: GateReport
     components: dict[str, ComponentReport]
@@ -169,8 +177,8 @@ class CalibrationReport(JsonRecord):
     tasks: tuple[str, ...]
 
     # 2: bootstrap intervals, frames and a three-way verdict per task; 3: layer names, the mixed-precision
-    # search per component, the distilled decoder's verdicts
-    FORMAT_VERSION: ClassVar[int] = 3
+    # search per component, the distilled decoder's verdicts; 4: the Q/DQ target
+    FORMAT_VERSION: ClassVar[int] = 4
     record_name: ClassVar[str] = "calibration report (written by stablemtl-calibrate)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,6 +189,7 @@ class CalibrationReport(JsonRecord):
             "messages": list(self.messages),
             "cpu": self.cpu.to_dict(),
             "method": self.method,
+            "target": self.target,
             "calibration": self.calibration.to_dict(),
             "gate": self.gate.to_dict(),
             "components": {c: v.to_dict() for c, v in self.components.items()},
@@ -197,6 +206,7 @@ class CalibrationReport(JsonRecord):
         return cls(
             artifact=str(d["artifact"]), verdict=str(d["verdict"]), messages=tuple(str(m) for m in d["messages"]),
             cpu=CpuInt8Support.from_dict(d["cpu"]), method=str(d["method"]),
+            target=str(d["target"]),
             calibration=CalibrationRecord.from_dict(d["calibration"]), gate=GateReport.from_dict(d["gate"]),
             components={str(c): ComponentReport.from_dict(v) for c, v in d["components"].items()},
             runs=tuple(PipelineRun.from_dict(r) for r in d["runs"]),
@@ -224,7 +234,7 @@ def render_markdown(report: CalibrationReport) -> str:
     lines += [f"**Verdict:** {report.verdict}", ""]
     for message in report.messages:
         lines.append(f"- {message}")
-    lines += ["", f"**CPU:** {cpu_advice(report.cpu, report.int8_fp32_time_ratio)}", ""]
+    lines += ["", f"**CPU:** {cpu_advice(report.cpu, report.int8_fp32_time_ratio, report.target)}", ""]
     cal, gate = report.calibration, report.gate
     per_task = dict(gate.thresholds.per_task)
     lines += [
@@ -232,8 +242,8 @@ def render_markdown(report: CalibrationReport) -> str:
         "",
         f"- data: {cal.source['description']} ({cal.size} frame pairs, seed {cal.seed}, digest "
         f"`{cal.digest[:16]}`)",
-        f"- method: {report.method}; activations int8 symmetric per-tensor, weights int8 symmetric "
-        "per-channel, zero point 0 everywhere",
+        f"- method: {report.method}; Q/DQ placed for {report.target}: activations {activation_format(QdqTarget(report.target))}, "
+        "weights int8 symmetric per-channel (zero point 0)",
         f"- held-out set: {gate.heldout}",
         f"- threshold: {gate.thresholds.default * 100:.2f}% relative change of each task's main "
         "metric" + (f", per task {per_task}" if per_task else ""),

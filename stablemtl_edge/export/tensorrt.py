@@ -23,7 +23,8 @@ from typing import Any
 
 from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import StableMTLError
-from ..artifact.manifest import Component, ComponentEntry, FeatureSpec, Manifest, Precision, ShapeProfile, file_sha256
+from ..artifact.manifest import (Component, ComponentEntry, FeatureSpec, Manifest, Precision, QdqTarget, ShapeProfile,
+                                 file_sha256)
 from ..artifact.layout import ENGINE_FILE, ENGINES_DIR, TIMING_CACHE_FILE
 from ..artifact.engine_cache import (
     CacheStatus,
@@ -204,6 +205,17 @@ def _build_one(
     return bytes(plan)
 
 
+def _check_placement(directory: Path, manifest: Manifest, precision: Precision) -> None:
+    """Refuse int8 graphs placed for onnxruntime before TensorRT's parser fails on their uint8 Q/DQ."""
+    placed = [c.value for c, e in manifest.components[precision].items()
+              if e.qdq_target is QdqTarget.ONNXRUNTIME]
+    if placed:
+        raise StableMTLError(
+            f"`{directory}`: the int8 graphs of {', '.join(placed)} are placed for onnxruntime (uint8 activations), "
+            "which TensorRT does not take: calibrate again with `stablemtl-calibrate --target tensorrt`"
+        )
+
+
 def build_engines(
     directory: Path, precision: Precision, options: BuildOptions = BuildOptions(), say: Say = lambda _: None
 ) -> list[BuiltEngine]:
@@ -217,6 +229,7 @@ def build_engines(
         have = ", ".join(p.value for p in manifest.precisions())
         hint = "run `stablemtl-calibrate` first" if precision is Precision.INT8 else "re-export with it"
         raise StableMTLError(f"`{directory}` has no {precision.value} graphs (it has {have}); {hint}")
+    _check_placement(directory, manifest, precision)
     trt = _tensorrt()
     manifest.verify_files(directory, [precision])
     target = probe_target(trt)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
 from stablemtl_edge.calibration import QUANTIZED_OP_TYPES, inspect_qdq, resolve_exclusions
 from stablemtl_edge.calibration.quantize import QuantizeOptions
+from stablemtl_edge.calibration.report import cpu_advice
+from stablemtl_edge.export.tensorrt import build_engines
 from stablemtl_edge.errors import StableMTLError
+from stablemtl_edge.artifact.layout import reference_file
 from stablemtl_edge.artifact.manifest import Component, Precision
 
 
@@ -126,3 +131,62 @@ def test_options_are_checked():
         QuantizeOptions(method="kl")
     with pytest.raises(StableMTLError, match="percentile"):
         QuantizeOptions(method="percentile", percentile=120.0)
+    with pytest.raises(StableMTLError, match="unknown Q/DQ target `trt`: choose from tensorrt, onnxruntime"):
+        QuantizeOptions(target="trt")
+
+
+def _fused(path: Path, tmp_path: Path) -> dict[str, int]:
+    """Op counts of the graph as onnxruntime's CPU provider runs it (portable optimization level)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / f"{path.stem}-optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath, load_external_data=False).graph.node)
+
+
+def test_onnxruntime_placement_turns_every_int8_conv_into_an_int8_kernel(calibrated_unet, calibrated_unet_ort,
+                                                                          tmp_path):
+    graphs = {}
+    for name, calibrated in (("tensorrt", calibrated_unet), ("onnxruntime", calibrated_unet_ort)):
+        entry = calibrated.manifest.entry(Precision.INT8, Component.UNET)
+        assert entry.quantization["target"] == name
+        model = onnx.load(str(calibrated.directory / entry.file))
+        quantized = set(inspect_qdq(model).quantized)
+        convs = sum(n.op_type == "Conv" and n.name in quantized for n in model.graph.node)
+        graphs[name] = (calibrated.directory / entry.file, convs, entry.quantization["quantized_nodes"])
+    # Same ranges, same exclusions: the same layers are in int8 under both placements.
+    assert graphs["tensorrt"][1:] == graphs["onnxruntime"][1:] and graphs["onnxruntime"][1] > 10
+    # TensorRT's placement leaves onnxruntime a float Conv on dequantized weights; ours fuses all of them.
+    assert _fused(graphs["tensorrt"][0], tmp_path)["QLinearConv"] == 0
+    assert _fused(graphs["onnxruntime"][0], tmp_path)["QLinearConv"] == graphs["onnxruntime"][1]
+    report = calibrated_unet_ort.result.report
+    assert report.target == "onnxruntime" and "--target onnxruntime" not in cpu_advice(report.cpu, {}, "onnxruntime")
+    assert "--target onnxruntime" in cpu_advice(report.cpu, {}, "tensorrt")
+
+
+def test_onnxruntime_placement_has_uint8_activations_and_stays_close_to_fp32(calibrated_unet, calibrated_unet_ort):
+    # The export's own reference inputs: latents of real frames, inside the calibrated ranges.
+    with np.load(calibrated_unet.directory / reference_file(Component.UNET.value)) as ref:
+        feed = {"sample": ref["in.sample"], "task_id": ref["in.task_id"]}
+    outputs = {}
+    for name, directory, precision in (("fp32", calibrated_unet.directory, Precision.FP32),
+                                       ("tensorrt", calibrated_unet.directory, Precision.INT8),
+                                       ("onnxruntime", calibrated_unet_ort.directory, Precision.INT8)):
+        path = directory / calibrated_unet.manifest.entry(precision, Component.UNET).file
+        if name == "onnxruntime":
+            model = onnx.load(str(path))
+            inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+            q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+            assert q and all(inits[n.input[2]].dtype == np.uint8 for n in q)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs[name] = session.run(["latent"], feed)[0]
+    scale = float(np.abs(outputs["fp32"]).max())
+    errors = {k: float(np.abs(outputs[k] - outputs["fp32"]).max()) / scale for k in ("tensorrt", "onnxruntime")}
+    assert 0 < errors["onnxruntime"] < 0.3, errors  # a wrong zero point or scale would be O(1)
+    assert errors["onnxruntime"] < 2 * errors["tensorrt"] + 0.01, errors  # the output Q/DQ costs little
+
+
+def test_tensorrt_refuses_graphs_placed_for_onnxruntime_before_building(calibrated_unet_ort):
+    # The check runs before TensorRT is imported: it holds on a machine without it.
+    with pytest.raises(StableMTLError, match=r"placed for onnxruntime .* `stablemtl-calibrate --target tensorrt`"):
+        build_engines(calibrated_unet_ort.directory, Precision.INT8)

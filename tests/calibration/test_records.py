@@ -58,7 +58,7 @@ def _report(record: CalibrationRecord) -> CalibrationReport:
                                  r.frames) for t, r in result.tasks.items())
     return CalibrationReport(
         artifact="art", verdict="PASS: unet in int8; every task within the gate", messages=("a message",),
-        cpu=cpu_int8_support(), method="minmax", calibration=record,
+        cpu=cpu_int8_support(), method="minmax", target="onnxruntime", calibration=record,
         gate=GateReport("procedural test split, 2 frames", GateThresholds(0.02, {"depth": 0.05}), GateOptions(2, 4),
                         ("single",), verdicts, verdicts, {"unet": verdicts[:2]}),
         components={"unet": ComponentReport("int8", "int8/unet.onnx", 60, 12, ("a/Softmax",), {"softmax": 1}, "int8")},
