@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANIFEST_NAME",
+    "PROTOBUF_LIMIT",
     "REFERENCE_DIR",
     "END_TO_END",
     "ENGINES_DIR",
@@ -67,6 +68,10 @@ def external_data_name(onnx_name: str) -> str:
     """The external-data file of a graph: its own name plus ``.data``, in the same folder (what onnx and
     TensorRT resolve relative to the graph)."""
     return f"{onnx_name}.data"
+
+
+#: A single ONNX protobuf cannot exceed 2 GB: past it, weights go to the external data file.
+PROTOBUF_LIMIT = 2 * 1024**3
 
 
 def reference_file(name: str) -> str:

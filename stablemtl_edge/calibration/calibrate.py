@@ -51,8 +51,8 @@ from .data import CalibrationSet, load_calibration_set
 from .gate import Gate, GateOptions, GateRun, GateThresholds, OnGateFail, TaskVerdict, Verdict, heldout_samples
 from .exclusions import unmatched_patterns
 from .mixed import BlockSensitivity, OutputError, keep_in_float, rank_blocks
-from .quantize import (QuantizedGraph, QuantizeOptions, activation_format, inspect_qdq, quantize_component,
-                       remove_graph, save_graph)
+from .quantize import (QuantizedGraph, QuantizeOptions, activation_format, float_format, inspect_qdq,
+                       quantize_component, remove_graph, write_qdq)
 from .record import RecordedFeeds, record_feeds
 from .report import CalibrationReport, ComponentReport, GateReport, cpu_int8_support, write_report
 
@@ -318,6 +318,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         **({"percentile": options.percentile} if options.method.value == "percentile" else {}),
         "target": options.target.value,
         "activations": activation_format(options.target), "weights": "int8, symmetric, per-channel",
+        "float": float_format(options.target),
         "format": "QDQ", "calibration_set": {"file": calibration_file(CALIBRATION_SET), "digest": calibration.digest,
                                              "size": len(calibration), "source": calibration.record.source},
     }
@@ -364,7 +365,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         if mixed_tries < 1:
             return None
         record([c])
-        qdq = onnx.load(str(staged[c]))
+        qdq = onnx.load(str(stage / f".float-{c.value}" / "qdq.onnx"))  # float part fp32: the surgery's input
         flt = onnx.load(str(stage / f".float-{c.value}" / "pre.onnx"))
         files = feeds[c]
         n = min(SENSITIVITY_FEEDS, len(files))
@@ -389,14 +390,15 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             model = keep_in_float(qdq, flt, layers)
             path = stage / f"{c.value}-mixed-{len(floated)}" / f"{c.value}.onnx"
             path.parent.mkdir()
-            data = save_graph(model, path)
+            proxy_error = proxy(model)
+            data = write_qdq(model, path, options.target)
             summary = inspect_qdq(model)
             graph = replace(graphs[c], quantized=summary.quantized, qdq_nodes=summary.qdq_nodes, external_data=data,
                             excluded={**graphs[c].excluded, **{name: "sensitivity" for name in layers}},
                             excluded_layers=(*graphs[c].excluded_layers, *layers))
             mixed = {"blocks_in_float": [b.block for b in floated], "layers_in_float": len(layers),
                      "int8_layers_before": len(graphs[c].quantized), "int8_layers_after": len(summary.quantized),
-                     "proxy_error_before": base, "proxy_error_after": proxy(model)}
+                     "proxy_error_before": base, "proxy_error_after": proxy_error}
             entry = _int8_entry(directory, rel(path), fp32[c], graph, {**base_record, **graph.record(), "mixed": mixed})
             del model
             run = trial(f"int8[{c.value}: {len(floated)} block(s) float]",

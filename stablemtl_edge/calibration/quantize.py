@@ -36,14 +36,18 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from ..artifact.layout import PROTOBUF_LIMIT
 from ..artifact.manifest import QdqTarget
 from ..errors import StableMTLError
+from ..fp16 import convert_to_fp16
 from .exclusions import QUANTIZED_OP_TYPES, Exclusions, resolve_exclusions
 from ..records import KeyEnum
 
 __all__ = [
     "CalibMethod",
     "activation_format",
+    "float_format",
+    "write_qdq",
     "QuantizeOptions",
     "QuantizedGraph",
     "QDQSummary",
@@ -53,7 +57,6 @@ __all__ = [
     "save_graph",
 ]
 
-_PROTOBUF_LIMIT = 2 * 1024**3
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -233,10 +236,56 @@ def _quiet_ort_advice() -> Iterator[None]:
         root.removeFilter(f)
 
 
+#: Where QuantizeLinear / DequantizeLinear take fp16 scales.
+FP16_SCALES_OPSET = 19
+# Ops whose schema changed between opset 17 and 19 in ways their defaults keep the old behaviour of
+# (new types, float8 saturation, optional inputs and attributes): the raise to 19 is a renumbering for them.
+_SAME_BEHAVIOUR_AT_19 = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "CastLike", "Equal", "Reshape",
+                                   "Resize", "Shape", "Size", "Identity", "Constant", "Pad", "AveragePool"})
+
+
+def float_format(target: QdqTarget) -> str:
+    """What the layers outside int8 compute in, for reports and the manifest."""
+    if target is QdqTarget.TENSORRT:
+        return "fp16, with the fp16 graphs' fp32 islands (normalisations, softmax, reductions, exp, trigonometry)"
+    return "fp32"
+
+
+def write_qdq(model: onnx.ModelProto, path: Path, target: QdqTarget) -> str | None:
+    """Save a QDQ graph (float part fp32, as the quantizer writes it) in the form its target runs best.
+
+    A strongly typed TensorRT network computes every layer in the type the graph gives it, so for TensorRT
+    the layers outside int8 become fp16 as in the fp16 graphs, scales included (opset 19); onnxruntime's CPU
+    provider has no fast fp16 kernels, so its graphs stay fp32 around the int8 ones. ``model``'s opset may
+    be raised in place. Returns the external data file name, or None.
+    """
+    if target is QdqTarget.ONNXRUNTIME:
+        return save_graph(model, path)
+    _raise_opset(model, FP16_SCALES_OPSET)
+    with tempfile.TemporaryDirectory(prefix=".qdq-fp32-", dir=path.parent) as scratch:
+        source = Path(scratch) / path.name
+        save_graph(model, source)
+        return convert_to_fp16(source, path)
+
+
+def _raise_opset(model: onnx.ModelProto, version: int) -> None:
+    default = next(o for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if default.version >= version:
+        return
+    changed = sorted({
+        n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")
+        and onnx.defs.get_schema(n.op_type, version).since_version
+        != onnx.defs.get_schema(n.op_type, default.version).since_version
+    } - _SAME_BEHAVIOUR_AT_19)
+    if changed:  # our exporter's graphs have none of these: a new op there needs a real conversion here
+        raise RuntimeError(f"cannot renumber opset {default.version} to {version}: {', '.join(changed)} changed")
+    default.version = version
+
+
 def save_graph(model: onnx.ModelProto, path: Path) -> str | None:
     """Save as one file, or with one external data file ``<name>.data`` above protobuf's 2 GB."""
     size = sum(len(t.raw_data) for t in model.graph.initializer)
-    if size + (64 << 20) < _PROTOBUF_LIMIT:
+    if size + (64 << 20) < PROTOBUF_LIMIT:
         onnx.save_model(model, str(path))
         return None
     data = f"{path.name}.data"  # the artifact contract's external data name (manifest.py)
@@ -264,7 +313,8 @@ def quantize_component(
         cache: calibration-range cache file (read when present, written otherwise).
         component: name for messages.
         preprocessed: a directory that receives the pre-processed fp32 graph the quantizer started from
-            (``pre.onnx``, same node names as the int8 graph), for :func:`~.mixed.keep_in_float`.
+            (``pre.onnx``, same node names as the int8 graph) and the QDQ graph with its float part still
+            fp32 (``qdq.onnx``), for :func:`~.mixed.keep_in_float`, whose result :func:`write_qdq` saves.
 
     Returns:
         The quantized and excluded nodes, read back from the written graph.
@@ -277,7 +327,7 @@ def quantize_component(
     _check_onnxruntime()
     if feeds is None and not cache.is_file():
         raise StableMTLError(f"`{component}`: no cached calibration ranges at `{cache}` and no calibration feeds")
-    big = source.stat().st_size > _PROTOBUF_LIMIT or any(
+    big = source.stat().st_size > PROTOBUF_LIMIT or any(
         p.name.startswith(source.name + ".") for p in source.parent.iterdir()
     )
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -335,16 +385,17 @@ def quantize_component(
         _check_layers(summary, exclusions, component)
         if options.target is QdqTarget.TENSORRT:
             _check_tensorrt_rules(summary, component)
-        staged = Path(scratch) / destination.name
-        data = save_graph(model, staged)
-        del model
-        onnx.checker.check_model(str(staged))
-        _move_into_place(staged, destination, data)
         if preprocessed is not None:
             Path(preprocessed).mkdir(parents=True, exist_ok=True)
+            save_graph(model, Path(preprocessed) / "qdq.onnx")
             for f in Path(scratch).iterdir():
                 if f.name.startswith("pre.onnx"):
                     f.replace(Path(preprocessed) / f.name)
+        staged = Path(scratch) / destination.name
+        data = write_qdq(model, staged, options.target)
+        del model
+        onnx.checker.check_model(str(staged))
+        _move_into_place(staged, destination, data)
     return QuantizedGraph(
         quantized=summary.quantized,
         excluded=dict(exclusions.excluded),

@@ -22,7 +22,7 @@ from ..errors import StableMTLError
 from ..records import JsonRecord
 from .data import CalibrationRecord
 from .gate import GateOptions, GateThresholds, PipelineRun, TaskVerdict
-from .quantize import activation_format
+from .quantize import activation_format, float_format
 
 __all__ = [
     "INT8_CPU_FLAGS",
@@ -243,7 +243,7 @@ def render_markdown(report: CalibrationReport) -> str:
         f"- data: {cal.source['description']} ({cal.size} frame pairs, seed {cal.seed}, digest "
         f"`{cal.digest[:16]}`)",
         f"- method: {report.method}; Q/DQ placed for {report.target}: activations {activation_format(QdqTarget(report.target))}, "
-        "weights int8 symmetric per-channel (zero point 0)",
+        f"weights int8 symmetric per-channel (zero point 0), the other layers {float_format(QdqTarget(report.target))}",
         f"- held-out set: {gate.heldout}",
         f"- threshold: {gate.thresholds.default * 100:.2f}% relative change of each task's main "
         "metric" + (f", per task {per_task}" if per_task else ""),

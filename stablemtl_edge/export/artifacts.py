@@ -47,7 +47,7 @@ from ..artifact.compare import Comparator, default_comparator, round_up
 from ..artifact.references import ReferenceSet, check_references
 from .components import ComponentSpec, component_specs, feature_specs
 from .flops import flops_per_row
-from .fp16 import convert_to_fp16
+from ..fp16 import convert_to_fp16
 from .onnx_export import ExportOptions, export_component
 from .parity import OrtSessions, build_references, compare_component, tiny_decoder_agreement, torch_runner
 

@@ -22,14 +22,13 @@ import onnx
 import torch
 
 from ..errors import StableMTLError
-from ..artifact.layout import external_data_name
+from ..artifact.layout import PROTOBUF_LIMIT, external_data_name
 from ..model.stablemtl import StableMTL
 from .components import ComponentSpec
 from ..records import KeyEnum
 
-__all__ = ["Exporter", "ExportOptions", "export_component", "PROTOBUF_LIMIT"]
+__all__ = ["Exporter", "ExportOptions", "export_component"]
 
-PROTOBUF_LIMIT = 2 * 1024**3  # a single ONNX protobuf cannot exceed 2 GB
 EXPORT_BATCH = 2  # example batch: > 1 so no exporter specialises the batch dimension
 
 

@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from stablemtl_edge.calibration import QUANTIZED_OP_TYPES, inspect_qdq, resolve_exclusions
-from stablemtl_edge.calibration.quantize import QuantizeOptions
+from stablemtl_edge.calibration.quantize import FP16_SCALES_OPSET, QuantizeOptions
 from stablemtl_edge.calibration.report import cpu_advice
 from stablemtl_edge.export.tensorrt import build_engines
 from stablemtl_edge.errors import StableMTLError
@@ -190,3 +190,23 @@ def test_tensorrt_refuses_graphs_placed_for_onnxruntime_before_building(calibrat
     # The check runs before TensorRT is imported: it holds on a machine without it.
     with pytest.raises(StableMTLError, match=r"placed for onnxruntime .* `stablemtl-calibrate --target tensorrt`"):
         build_engines(calibrated_unet_ort.directory, Precision.INT8)
+
+
+def test_tensorrt_graphs_run_their_float_layers_in_fp16_with_the_fp16_graphs_fp32_islands(calibrated_unet):
+    entry = calibrated_unet.manifest.entry(Precision.INT8, Component.UNET)
+    assert entry.quantization["float"].startswith("fp16") and entry.opset == FP16_SCALES_OPSET
+    model = onnx.load(str(calibrated_unet.directory / entry.file))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    dtype = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    dtype.update({i.name: i.data_type for i in model.graph.initializer})
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    quantized = set(inspect_qdq(model).quantized)
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq and all(dtype[n.input[1]] == f16 for n in dq)  # scales, hence dequantized values, in fp16
+    layers = [n for n in model.graph.node if n.op_type in QUANTIZED_OP_TYPES]
+    assert {dtype[n.output[0]] for n in layers if n.name in quantized} == {f16}
+    float_layers = [n for n in layers if n.name not in quantized]
+    assert float_layers and sum(dtype[n.output[0]] == f16 for n in float_layers) > len(float_layers) // 2
+    islands = [n for n in model.graph.node if n.op_type in ("InstanceNormalization", "LayerNormalization", "Softmax")]
+    assert islands and all(dtype[n.output[0]] == f32 for n in islands)
+    assert {o.type.tensor_type.elem_type for o in model.graph.output} == {f32}  # the I/O contract is unchanged

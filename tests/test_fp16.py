@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from stablemtl_edge.export.fp16 import convert_to_fp16
+from stablemtl_edge.fp16 import convert_to_fp16
 
 
 def _graph_with_external_weights(path):

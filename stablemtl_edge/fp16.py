@@ -15,9 +15,8 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import MissingDependencyError
-from ..artifact.layout import external_data_name
-from .onnx_export import PROTOBUF_LIMIT
+from .artifact.layout import PROTOBUF_LIMIT, external_data_name
+from .errors import MissingDependencyError
 
 __all__ = ["FP32_OPS", "convert_to_fp16"]
 
