@@ -25,7 +25,7 @@ from ..artifact.manifest import Component, Manifest, Mode, Precision
 from ..tasks import TaskName, TaskSpec, get_task, parse_tasks
 from .backends import Backend, BaseRunner, create_runner, engines_available
 from .backends.onnxruntime import CPU, ProviderSpec
-from .options import DecoderChoice, RuntimeOptions
+from .options import DECODER_ROWS_ALL, DECODER_ROWS_AUTO, DecoderChoice, RuntimeOptions, parse_decoder_rows
 from .prediction import FrameResult, Prediction
 from .preprocess import Layout, Letterbox, parse_layout, to_rgb
 from ..artifact.schedule import Scheduler
@@ -34,24 +34,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Runtime", "DECODER_ROWS_AUTO", "DECODER_ROWS_ALL", "parse_decoder_rows"]
 
-DECODER_ROWS_AUTO = "auto"  # the recorded default for where the decoder runs (:func:`_default_decoder_rows`)
-DECODER_ROWS_ALL = "all"  # every due row in one call
 _EPS = 1e-6
 _SUM3 = np.ones((1, 3), np.float32)  # cv2.transform: per-pixel channel sum
 _STAGES = ("preprocess", "encoder", "unet", "unet_main", "decoder", "postprocess", "total")
-
-
-def parse_decoder_rows(value: int | str | None) -> int | str:
-    """``auto``, ``all`` or a positive number of rows per decoder call (an int, or its digits)."""
-    text = str(value).strip().lower() if value is not None else DECODER_ROWS_AUTO
-    if text in (DECODER_ROWS_AUTO, DECODER_ROWS_ALL):
-        return text
-    if not isinstance(value, bool) and text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise StableMTLError(
-        f"`decoder_rows` must be `auto` (the default for the backend), `all` (one call) or an integer >= 1, got "
-        f"`{value}`"
-    )
 
 
 def _default_decoder_rows(backend: Backend, runner: BaseRunner) -> tuple[int | None, str]:
@@ -165,10 +150,9 @@ class Runtime:
                 manifest of ``path`` is read, the server runs the model.
         """
         options = RuntimeOptions.parse(path, tasks, mode, backend, precision, None, rates, aux_reuse, decoder=decoder,
-                                       url=url)
+                                       decoder_rows=decoder_rows, url=url)
         return cls.from_options(options, providers=providers, threads=threads, verify=verify, io_binding=io_binding,
-                                cuda_graphs=cuda_graphs, strict_providers=strict_providers, manifest=manifest,
-                                decoder_rows=decoder_rows)
+                                cuda_graphs=cuda_graphs, strict_providers=strict_providers, manifest=manifest)
 
     @classmethod
     def from_options(
@@ -182,12 +166,13 @@ class Runtime:
         cuda_graphs: bool = False,
         strict_providers: bool = False,
         manifest: Manifest | None = None,
-        decoder_rows: int | str = DECODER_ROWS_AUTO,
+        decoder_rows: int | str | None = None,
     ) -> Runtime:
         """Open validated settings (what every command-line tool and the ROS node build); keyword arguments
-        as in :meth:`from_artifacts`, ``providers`` overriding the options' provider names."""
+        as in :meth:`from_artifacts`, ``providers`` and ``decoder_rows`` overriding the options' own."""
         directory = options.artifact_dir
-        decoder_rows = parse_decoder_rows(decoder_rows)  # refused before any session opens
+        # refused before any session opens
+        decoder_rows = parse_decoder_rows(options.decoder_rows if decoder_rows is None else decoder_rows)
         if manifest is None:
             options.check_directory()
             manifest = Manifest.load(directory)

@@ -72,6 +72,12 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False, st
         help=f"{some}`full`: the model's VAE decoder; `tiny`: the distilled decoder (a tenth of its FLOPs or "
         "less), when the artifact was exported with one",
     )  # fmt: skip
+    if not multiple:  # a benchmark sweeps its own list of --decoder-rows
+        g.add_argument(
+            "--decoder-rows", default="auto", metavar="N",
+            help="batch rows per decoder call: `auto` (one on onnxruntime's CPU provider, where that is faster; "
+            "all of a frame's rows on a GPU), `all` or N",
+        )  # fmt: skip
     if not stream:
         return
     g.add_argument(
@@ -86,7 +92,7 @@ def add_runtime_args(parser: argparse.ArgumentParser, multiple: bool = False, st
 
 
 def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any, decoder: Any = None,
-             url: str | None = None) -> RuntimeOptions:
+             url: str | None = None, decoder_rows: Any = "auto") -> RuntimeOptions:
     if getattr(args, "artifacts", None) is None:
         raise StableMTLError("no artifact directory: pass --artifacts DIR (written by `stablemtl-export`)")
     if mode is None:  # the best schedule the artifact offers
@@ -101,6 +107,7 @@ def _options(args: argparse.Namespace, mode: Any, backend: Any, precision: Any, 
         rates=",".join(parse_list(getattr(args, "rates", []))),
         aux_reuse=getattr(args, "aux_reuse", 1),
         decoder=decoder if decoder is not None else getattr(args, "decoder", DecoderChoice.FULL),
+        decoder_rows=decoder_rows,
         url=url,
     )
 
@@ -117,7 +124,8 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
         if len(items) > 1:
             raise StableMTLError(f"--{flag} takes one value here, got {', '.join(v.value for v in items)}")
         values[flag] = items[0] if items else default
-    return _options(args, values["mode"], values["backend"], values["precision"], url=getattr(args, "url", None))
+    return _options(args, values["mode"], values["backend"], values["precision"], url=getattr(args, "url", None),
+                    decoder_rows=getattr(args, "decoder_rows", "auto"))
 
 
 def runtime_option_grid(args: argparse.Namespace) -> list[RuntimeOptions]:

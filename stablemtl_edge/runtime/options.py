@@ -21,6 +21,22 @@ from ..records import KeyEnum
 from ..tasks import TASK_NAMES, get_task, parse_tasks
 from .backends.base import Backend
 
+DECODER_ROWS_AUTO = "auto"  # the backend's recorded default (``api._default_decoder_rows``)
+DECODER_ROWS_ALL = "all"  # every due row in one call
+
+
+def parse_decoder_rows(value: int | str | None) -> int | str:
+    """``auto``, ``all`` or a positive number of rows per decoder call (an int, or its digits)."""
+    text = str(value).strip().lower() if value is not None else DECODER_ROWS_AUTO
+    if text in (DECODER_ROWS_AUTO, DECODER_ROWS_ALL):
+        return text
+    if not isinstance(value, bool) and text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise StableMTLError(
+        f"`decoder_rows` must be `auto` (the default for the backend), `all` (one call) or an integer >= 1, got "
+        f"`{value}`"
+    )
+
 __all__ = ["RuntimeOptions", "DecoderChoice", "parse_rates", "check_rates"]
 
 
@@ -94,6 +110,7 @@ class RuntimeOptions:
         rates: task -> run every N-th frame (tasks absent run every frame).
         aux_reuse: multi-stream auxiliary-feature reuse interval (1 = exact).
         decoder: the full VAE decoder or the distilled ``tiny_decoder``.
+        decoder_rows: batch rows per decoder call: ``auto`` (the backend's default), ``all`` or N.
         url: backend ``triton``: the server, ``HOST:PORT`` (gRPC) or ``http://HOST:PORT``.
     """
 
@@ -106,6 +123,7 @@ class RuntimeOptions:
     rates: dict[str, int] = field(default_factory=dict)
     aux_reuse: int = 1
     decoder: DecoderChoice = DecoderChoice.FULL
+    decoder_rows: int | str = DECODER_ROWS_AUTO
     url: str | None = None
 
     @classmethod
@@ -121,6 +139,7 @@ class RuntimeOptions:
         aux_reuse: int = 1,
         *,
         decoder: str | DecoderChoice = DecoderChoice.FULL,
+        decoder_rows: int | str = DECODER_ROWS_AUTO,
         standing_rates: bool = False,
         url: str | None = None,
     ) -> RuntimeOptions:
@@ -147,14 +166,15 @@ class RuntimeOptions:
             raise StableMTLError("`aux_reuse` applies to the multi-stream mode only; leave it at 1 with mode `single`")
         parsed_backend = Backend.parse(backend, "backend")
         parsed_decoder = DecoderChoice.parse(decoder, "decoder")
+        rows = parse_decoder_rows(decoder_rows)
         url = url.strip() if url else None
         if parsed_backend is Backend.TRITON:
             if not url:
                 raise StableMTLError("backend `triton` needs the server's address: pass --url HOST:PORT (gRPC, port "
                                      "8001) or http://HOST:8000")
-            if provider_list or parsed_decoder is not DecoderChoice.FULL:
+            if provider_list or parsed_decoder is not DecoderChoice.FULL or rows != DECODER_ROWS_AUTO:
                 raise StableMTLError("with backend `triton` the server chooses providers and decoder (see the "
-                                     "repository's config.pbtxt): drop --providers / --decoder")
+                                     "repository's config.pbtxt): drop --providers / --decoder / --decoder-rows")
         elif url:
             raise StableMTLError(f"`--url` is the triton backend's server address; backend `{parsed_backend.value}` "
                                  "runs in this process: drop --url or use --backend triton")
@@ -168,6 +188,7 @@ class RuntimeOptions:
             rates=check_rates(rates, keys, standing_rates),
             aux_reuse=reuse,
             decoder=parsed_decoder,
+            decoder_rows=rows,
             url=url,
         )
 

@@ -44,3 +44,24 @@ def test_per_row_decoding_equals_one_batched_call(tiny_artifacts, frames, mode, 
         # stateless: 7 rows; the stream: 5 one-frame tasks on frame 0, then all 7
         assert one_call["decoder_calls"] == 4
         assert counters["decoder_calls"] == sum(-(-k // rows) for k in (7, 5, 7, 7))
+
+
+def test_rows_per_call_reach_the_runtime_from_the_run_flags_and_the_ros_parameter(tiny_artifacts, frames):
+    from stablemtl_edge.errors import StableMTLError
+    from stablemtl_edge.runtime.cli_args import runtime_options
+    from stablemtl_edge.runtime.cli_run import build_parser
+    from stablemtl_edge.runtime.ros.parameters import NodeSettings
+
+    args = build_parser().parse_args(["x.mp4", "--artifacts", str(tiny_artifacts), "--backend", "onnxruntime",
+                                      "--mode", "single", "--decoder-rows", "3"])
+    ros = NodeSettings.from_values({"artifact_dir": str(tiny_artifacts), "backend": "onnxruntime", "mode": "single",
+                                    "decoder_rows": "3"}).runtime
+    for options in (runtime_options(args), ros):
+        assert options.decoder_rows == 3
+        with Runtime.from_options(options) as rt:
+            rt.scheduler.predict(frames[0], frames[1], {})
+            assert rt.decoder_rows == 3 and rt.counters["decoder_calls"] == 3  # 7 rows: 3 + 3 + 1
+    with pytest.raises(StableMTLError, match="`decoder_rows` must be `auto`.*got `0`"):
+        NodeSettings.from_values({"artifact_dir": "x", "decoder_rows": "0"})
+    with pytest.raises(StableMTLError, match="drop --providers / --decoder / --decoder-rows"):
+        NodeSettings.from_values({"artifact_dir": "x", "backend": "triton", "url": "gpu:8001", "decoder_rows": "all"})

@@ -98,6 +98,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
     },
     "aux_reuse": ParameterSpec(1, "multi-stream: recompute auxiliary features every N frames (1 = exact)", _C),
     "decoder": ParameterSpec("full", "full (the VAE decoder) or tiny (the distilled decoder, when exported)", _C),
+    "decoder_rows": ParameterSpec("auto", "rows per decoder call: auto (the backend's faster default), all or N", _C),
     "semantic_color": ParameterSpec(True, "also publish ~/semantic/color (rgb8 palette picture)", _C),
     "albedo_encoding": ParameterSpec(AlbedoEncoding.FLOAT32.value, "32FC3 (linear [0, 1]) or rgb8 for ~/albedo", _C),
     "debug": ParameterSpec(False, "also publish ~/debug/<task>, colourised rgb8 pictures for rviz", _C),
@@ -136,6 +137,7 @@ class NodeSettings:
             {task: v[f"rates.{task}"] for task in TASK_NAMES},
             v["aux_reuse"],
             decoder=v["decoder"],
+            decoder_rows=v["decoder_rows"],
             standing_rates=True,  # one declared parameter per task
             url=str(v["url"]).strip() or None,
         )
