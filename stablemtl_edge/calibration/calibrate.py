@@ -437,15 +437,19 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         # Each component alone in int8, the others at fp32 (or in int8 when already settled): the int8 error
         # of that component, apart from any error of the fp16 graphs the others would fall back to.
         kept = list(lane)
+        alone: dict[Component, list[TaskVerdict]] = {}  # each kept component's own verdicts, as it is kept
         for c in lane:
-            alone = trial(f"int8[{c.value}]", _candidate(manifest, entries, [*others, c], isolated=True),
-                          Precision.INT8, decoder)
-            ablations[c.value] = judge.judge(alone)
+            run = trial(f"int8[{c.value}]", _candidate(manifest, entries, [*others, c], isolated=True),
+                        Precision.INT8, decoder)
+            ablations[c.value] = alone[c] = judge.judge(run)
             if not all(v.passed for v in ablations[c.value]):
                 why = _describe_failures(ablations[c.value])
-                if search(c, others, judge, decoder, why) is None:
+                found = search(c, others, judge, decoder, why)
+                if found is None:
                     kept.remove(c)
                     fallbacks[c.value] = why
+                else:
+                    alone[c] = found[1]
         if not kept:
             return verdicts, [], None, None
         final = trial(f"{label} (registered)", _candidate(manifest, entries, [*others, *kept]), Precision.INT8,
@@ -455,10 +459,12 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
             # Each passes alone, together they do not: their errors add up. Leave out the one whose own
             # error is largest on what the set fails, and judge the rest again (one trial per component).
             failing = {(v.mode, v.task) for v in final_verdicts if not v.passed}
-            costs = {c: _cost(ablations[c.value], failing) for c in kept}
+            costs = {c: _cost(alone[c], failing) for c in kept}
             worst = max(kept, key=costs.__getitem__)
             kept.remove(worst)
-            fallbacks[worst.value] = (f"passes in int8 alone, but the set with {', '.join(c.value for c in kept)} "
+            mixed = (entries[worst].quantization or {}).get("mixed")
+            how = f"with {len(mixed['blocks_in_float'])} block(s) in floating point" if mixed else "in int8"
+            fallbacks[worst.value] = (f"passes {how} alone, but the set with {', '.join(c.value for c in kept)} "
                                       f"in int8 too does not ({_describe_failures(final_verdicts)}); of those, "
                                       f"it costs the most alone ({costs[worst] * 100:.2f}%)")
             final = trial(f"{label} (registered, {worst.value} at fallback)",
@@ -479,11 +485,12 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         return verdicts, kept, final, final_verdicts
 
     main = [c for c in chosen if c is not Component.TINY_DECODER]
+    registered: GateRun | None = None  # the set as registered, with the full decoder: what the time ratio times
     kept: list[Component] = []
     all_verdicts: list[TaskVerdict] = []
     final_verdicts: Sequence[TaskVerdict] | None = None
     if main:
-        all_verdicts, kept, _, final_verdicts = settle(main, [], gate, "full", "int8")
+        all_verdicts, kept, registered, final_verdicts = settle(main, [], gate, "full", "int8")
     if final_verdicts is None:
         final_verdicts = gate.judge(fp16 or reference)  # nothing in int8 here: the set runs its fallback graphs
     tiny_verdicts: list[TaskVerdict] = []
@@ -501,7 +508,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
         fb = _fallback_entry(manifest, Component(name))
         tried = searches.get(name)
         tail = (f"; keeping up to {len(tried['tries'])} of its most sensitive blocks in floating point did not pass "
-                "either" if tried and tried["tries"] else "")
+                "either" if tried and tried["tries"] and not any(t["passed"] for t in tried["tries"]) else "")
         messages.append(f"{name} did not pass the gate ({why}){tail}; left at {fb.precision.value} (`{fb.file}`), "
                         "its int8 graph discarded")
     for c in kept:
@@ -540,7 +547,7 @@ def _calibrate(directory: Path, manifest: Manifest, chosen: tuple[Component, ...
                    "graphs")
     report = _report(directory, calibration, options, thresholds, gate_options, heldout, modes, runs, all_verdicts,
                      final_verdicts, ablations, entries, fallbacks, final_manifest, chosen, messages, verdict, searches,
-                     tiny_verdicts)
+                     tiny_verdicts, registered.label if registered else (fp16.label if fp16 else None))
     json_path, md_path = write_report(int8_dir, report)
     # Record the int8 set: entries for fallbacks say why, files list the int8 graphs.
     comps = final_manifest.components[Precision.INT8]
@@ -585,7 +592,9 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
             final_verdicts: Sequence[TaskVerdict], ablations: dict[str, list[TaskVerdict]],
             entries: dict[Component, ComponentEntry], fallbacks: dict[str, str], final: Manifest,
             chosen: Sequence[Component], messages: list[str], verdict: str,
-            searches: dict[str, dict[str, Any]], tiny_verdicts: Sequence[TaskVerdict] = ()) -> CalibrationReport:
+            searches: dict[str, dict[str, Any]], tiny_verdicts: Sequence[TaskVerdict] = (),
+            timed: str | None = None) -> CalibrationReport:
+    """``timed``: the run whose time per frame is the int8 set's (as registered; None: none ran)."""
     components: dict[str, ComponentReport] = {}
     registered = final.components.get(Precision.INT8, {})
     for c in _set_components(final):
@@ -611,7 +620,7 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
     ratio = {}
     records = [r.record() for r in runs]
     fp32 = records[0]
-    int8 = next((r for r in records if r.label == "int8"), None)
+    int8 = next((r for r in records if r.label == timed), None)
     if int8 is not None:
         ratio = {
             m: {"total": int8.ms_per_frame[m] / fp32.ms_per_frame[m],
@@ -636,5 +645,6 @@ def _report(directory: Path, calibration: CalibrationSet, options: QuantizeOptio
         components=components,
         runs=tuple(records),
         int8_fp32_time_ratio=ratio,
+        timed=timed or "",
         tasks=tuple(sorted({v.task for v in final_verdicts}, key=TASK_NAMES.index)),
     )

@@ -159,7 +159,9 @@ class CalibrationReport(JsonRecord):
         gate: the accuracy gate's verdicts.
         components: component -> what it runs in and what quantization did.
         runs: every pipeline evaluated, in order.
-        int8_fp32_time_ratio: mode -> ``{"total", "unet"}`` int8 / fp32 CPU time per frame.
+        int8_fp32_time_ratio: mode -> ``{"total", "unet"}`` int8 / fp32 CPU time per frame, the int8 set as
+            registered (the run ``timed``).
+        timed: label of the run that ratio timed.
         tasks: the tasks judged, in canonical order.
     """
 
@@ -175,6 +177,7 @@ class CalibrationReport(JsonRecord):
     runs: tuple[PipelineRun, ...]
     int8_fp32_time_ratio: dict[str, dict[str, float]]
     tasks: tuple[str, ...]
+    timed: str = ""
 
     # 2: bootstrap intervals, frames and a three-way verdict per task; 3: layer names, the mixed-precision
     # search per component, the distilled decoder's verdicts; 4: the Q/DQ target
@@ -196,6 +199,7 @@ class CalibrationReport(JsonRecord):
             "runs": [r.to_dict() for r in self.runs],
             "int8_fp32_time_ratio": {m: dict(x) for m, x in self.int8_fp32_time_ratio.items()},
             "tasks": list(self.tasks),
+            "timed": self.timed,
         }
 
     @classmethod
@@ -213,6 +217,7 @@ class CalibrationReport(JsonRecord):
             int8_fp32_time_ratio={str(m): {str(k): float(v) for k, v in x.items()}
                                   for m, x in d["int8_fp32_time_ratio"].items()},
             tasks=tuple(str(t) for t in d["tasks"]),
+            timed=str(d["timed"]),
         )
 
 
@@ -297,7 +302,7 @@ def render_markdown(report: CalibrationReport) -> str:
             lines.append(f"| {r.label} | {mode} | {_fmt(ms, 1)} | {_fmt(r.unet_ms_per_frame[mode], 1)} |")
     ratio = report.int8_fp32_time_ratio
     if ratio:
-        lines += ["", "int8 / fp32 CPU time on this machine: " + ", ".join(
+        lines += ["", f"int8 / fp32 CPU time on this machine (`{report.timed}`, the int8 set as registered): " + ", ".join(
             f"{m}-stream {_fmt(x['total'], 2)}x per frame, {_fmt(x['unet'], 2)}x in the UNet calls"
             for m, x in ratio.items()
         ) + (" (no VNNI here: see the CPU note)" if report.cpu.vnni is False else "")]

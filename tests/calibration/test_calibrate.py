@@ -60,6 +60,10 @@ def test_report_has_per_task_metrics_nodes_and_the_cpu_note(calibrated_unet):
     assert report["components"]["unet"]["quantized_nodes"] > 50
     assert report["cpu"] == cpu_int8_support().to_dict()
     assert set(report["int8_fp32_time_ratio"]) == {"single", "multi"}
+    int8 = next(r for r in report["runs"] if r["label"] == report["timed"] == "int8")  # the set as registered
+    fp32 = report["runs"][0]
+    ratio = report["int8_fp32_time_ratio"]["single"]["total"]
+    assert ratio == pytest.approx(int8["ms_per_frame"]["single"] / fp32["ms_per_frame"]["single"], rel=1e-12)
     md = res.report_md.read_text()
     assert "| depth | abs_rel |" in md and "| unet | int8 |" in md and report["cpu"]["note"] in md
     if report["cpu"]["vnni"] is False:

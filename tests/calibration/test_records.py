@@ -63,6 +63,7 @@ def _report(record: CalibrationRecord) -> CalibrationReport:
                         ("single",), verdicts, verdicts, {"unet": verdicts[:2]}),
         components={"unet": ComponentReport("int8", "int8/unet.onnx", 60, 12, ("a/Softmax",), {"softmax": 1}, "int8")},
         runs=(run,), int8_fp32_time_ratio={"single": {"total": 1.5, "unet": 2.0}}, tasks=tuple(result.tasks),
+        timed="int8",
     )
 
 
