@@ -10,6 +10,8 @@ partial change re-exports only what changed (unchanged files are hard-linked fro
 
 from __future__ import annotations
 
+import gc
+
 import hashlib
 import json
 import os
@@ -44,7 +46,7 @@ from ..model.tiny_decoder import load_tiny_decoder, read_tiny_decoder_record
 from ..model.stablemtl import StableMTL
 from ..tasks import TASKS
 from ..artifact.compare import Comparator, default_comparator, round_up
-from ..artifact.references import ReferenceSet, check_references
+from ..artifact.references import Feeds, ReferenceSet, check_references
 from .components import ComponentSpec, component_specs, feature_specs
 from .flops import flops_per_row
 from ..fp16 import convert_to_fp16
@@ -289,7 +291,13 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
             latent_scale=model.vae.scale,
             latent_channels=int(preset.vae["latent_channels"]),
         )
-        comparators = _verify(model, tmp, specs, entries, refs, draft, progress)
+        random_checks = _random_checks(model, specs)
+        source = dict(model.source)
+        # From here on only onnxruntime runs: the torch weights (8 GB at the official size) go first, so the
+        # fp32 and fp16 sessions never share the memory with them.
+        del model
+        gc.collect()
+        comparators = _verify(tmp, specs, entries, refs, draft, random_checks, progress)
         parity: dict[str, Any] = {}
         worst: dict[str, float] = {t.key: 0.0 for t in TASKS}
         for precision, comparator in comparators.items():
@@ -315,7 +323,7 @@ def export_artifacts(request: ExportRequest, progress: Progress = lambda _: None
             source={
                 "checkpoint": str(request.checkpoint),
                 "checkpoint_sha256": digest,
-                "model": {k: v for k, v in model.source.items() if isinstance(v, (str, int, float, bool)) or v is None},
+                "model": {k: v for k, v in source.items() if isinstance(v, (str, int, float, bool)) or v is None},
                 "exporter": request.options.exporter.value,
                 "opset": request.options.opset,
                 "libraries": _library_versions(Precision.FP16 if Precision.FP16 in request.precisions else Precision.FP32),
@@ -342,32 +350,41 @@ def _tiny_record(folder: Path, refs: ReferenceSet) -> dict[str, Any]:
     return {**keep, "folder": str(folder), "image_mae_vs_full_decoder": tiny_decoder_agreement(refs)}
 
 
+def _random_checks(model: StableMTL, specs: dict[Component, ComponentSpec]) -> dict[Component, tuple[Feeds, Feeds]]:
+    """Random inputs per component and the torch model's outputs on them."""
+    reference = torch_runner(model, specs)
+    generator = torch.Generator().manual_seed(1234)
+    checks = {}
+    for c, s in specs.items():
+        feeds = {n: a.numpy() for n, a in zip(s.input_names, s.example(2, generator))}
+        checks[c] = (feeds, reference(c, feeds))
+    return checks
+
+
 def _verify(
-    model: StableMTL,
     directory: Path,
     specs: dict[Component, ComponentSpec],
     entries: dict[Precision, dict[Component, ComponentEntry]],
     refs: ReferenceSet,
     manifest: Manifest,
+    random_checks: dict[Component, tuple[Feeds, Feeds]],
     progress: Progress,
 ) -> dict[Precision, Comparator]:
-    """onnxruntime vs torch: per component on random inputs, then the references through the schedule."""
-    reference = torch_runner(model, specs)
-    generator = torch.Generator().manual_seed(1234)
-    random_inputs = {
-        c: {n: a.numpy() for n, a in zip(s.input_names, s.example(2, generator))} for c, s in specs.items()
-    }
+    """onnxruntime vs torch: per component on random inputs, then the references through the schedule, one
+    precision's sessions open at a time."""
     results = {}
     for precision, comps in entries.items():
         comparator = default_comparator(precision)
         sessions = OrtSessions(directory, comps)
         for component, spec in specs.items():
             progress(f"verifying {precision.value}/{component.value} (random inputs)")
-            feeds = random_inputs[component]
-            compare_component(comparator, sessions, spec, feeds, reference(component, feeds), "random")
+            feeds, expected = random_checks[component]
+            compare_component(comparator, sessions, spec, feeds, expected, "random")
         check_references(comparator, manifest, sessions.runners(), refs, progress=progress,
                          label=f"verifying {precision.value}/")
         results[precision] = comparator
+        del sessions  # before the next precision's sessions open
+        gc.collect()
     return results
 
 
