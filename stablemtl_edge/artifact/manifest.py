@@ -452,8 +452,11 @@ class Manifest:
         def mixed(e: ComponentEntry) -> int:  # blocks the sensitivity search kept in floating point
             return len(((e.quantization or {}).get("mixed") or {}).get("blocks_in_float", ()))
 
+        # TensorRT's placement is the default; graphs placed for onnxruntime say so wherever the set is named.
+        placed = (" (Q/DQ for onnxruntime)" if any(e.qdq_target is QdqTarget.ONNXRUNTIME for e in entries.values())
+                  else "")
         if all(e.precision is precision and not mixed(e) for e in entries.values()):
-            return precision.value
+            return precision.value + placed
         parts = []
         for c in Component:
             e = entries.get(c)
@@ -466,7 +469,7 @@ class Manifest:
             elif mixed(e):
                 why = f" (mixed: {mixed(e)} block{'s' if mixed(e) > 1 else ''} in floating point)"
             parts.append(f"{c.value} {e.precision.value}{why}")
-        return f"{precision.value} set: " + ", ".join(parts)
+        return f"{precision.value} set{placed}: " + ", ".join(parts)
 
     def entry(self, precision: Precision | str, component: Component | str) -> ComponentEntry:
         precision = Precision.parse(precision, "precision")

@@ -159,6 +159,8 @@ def test_onnxruntime_placement_turns_every_int8_conv_into_an_int8_kernel(calibra
     # TensorRT's placement leaves onnxruntime a float Conv on dequantized weights; ours fuses all of them.
     assert _fused(graphs["tensorrt"][0], tmp_path)["QLinearConv"] == 0
     assert _fused(graphs["onnxruntime"][0], tmp_path)["QLinearConv"] == graphs["onnxruntime"][1]
+    assert calibrated_unet_ort.manifest.describe_precision("int8").startswith("int8 set (Q/DQ for onnxruntime): ")
+    assert calibrated_unet.manifest.describe_precision("int8").startswith("int8 set: ")
     report = calibrated_unet_ort.result.report
     assert report.target == "onnxruntime" and "--target onnxruntime" not in cpu_advice(report.cpu, {}, "onnxruntime")
     assert "--target onnxruntime" in cpu_advice(report.cpu, {}, "tensorrt")
