@@ -298,6 +298,7 @@ def _run(args: argparse.Namespace) -> int:
             "JetPack 6), copy the artifact folder and run:",
             "",
             f"    stablemtl-export build -a {art} --precision fp16",
+            f"    stablemtl-calibrate -a {art} --target tensorrt   # the demo's int8 graphs are placed for onnxruntime",
             f"    stablemtl-export build -a {art} --precision int8",
             f"    stablemtl-run 0 --artifacts {art} --backend tensorrt --precision fp16 --mode multi --show",
         ]
