@@ -335,7 +335,7 @@ def quantize_component(
     cache_hit = cache.is_file()
     with tempfile.TemporaryDirectory(prefix=f".quantize-{component}-", dir=destination.parent) as scratch:
         pre = Path(scratch) / "pre.onnx"
-        raw = Path(scratch) / "int8.onnx"
+        raw = Path(scratch) / "qdq.onnx"  # the quantizer's output: float part fp32
         with _quiet_ort_advice():
             quant_pre_process(str(source), str(pre), skip_symbolic_shape=True, save_as_external_data=big,
                               all_tensors_to_one_file=True, external_data_location="pre.onnx.data")
@@ -385,11 +385,10 @@ def quantize_component(
         _check_layers(summary, exclusions, component)
         if options.target is QdqTarget.TENSORRT:
             _check_tensorrt_rules(summary, component)
-        if preprocessed is not None:
+        if preprocessed is not None:  # both graphs as written, with their external data: moved, not saved again
             Path(preprocessed).mkdir(parents=True, exist_ok=True)
-            save_graph(model, Path(preprocessed) / "qdq.onnx")
             for f in Path(scratch).iterdir():
-                if f.name.startswith("pre.onnx"):
+                if f.name.startswith((pre.name, raw.name)):
                     f.replace(Path(preprocessed) / f.name)
         staged = Path(scratch) / destination.name
         data = write_qdq(model, staged, options.target)
